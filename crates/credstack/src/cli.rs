@@ -1,0 +1,156 @@
+//! The command line: `credstack serve` and its configuration (SPEC §4).
+
+use crate::clock::Clock;
+use crate::ledger::{Config, Ledger, new_secret};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "credstack",
+    version,
+    about = "A credit ledger for usage-based products"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API on the embedded store.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ClockKind {
+    System,
+    Simulated,
+}
+
+#[derive(Parser)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CREDSTACK_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "CREDSTACK_DATA", default_value = "./credstack-data")]
+    pub data: PathBuf,
+    /// `system`, or `simulated`: a clock only `POST /v1/test_clock/advance` moves.
+    #[arg(long, value_enum, default_value = "system")]
+    pub clock: ClockKind,
+    /// Start of the simulated clock (RFC 3339). Default: now.
+    #[arg(long)]
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDSTACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> std::process::ExitCode {
+    init_logging(args.log_format);
+    if args.start.is_some() && args.clock != ClockKind::Simulated {
+        eprintln!("error: --start needs --clock simulated");
+        return std::process::ExitCode::from(2);
+    }
+    let clock = match args.clock {
+        ClockKind::System => Clock::system(),
+        ClockKind::Simulated => Clock::simulated(args.start.unwrap_or_else(chrono::Utc::now)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let config = Config {
+            data_dir: args.data.clone(),
+            clock,
+            render: crate::http::render,
+        };
+        let ledger = match Ledger::open(config) {
+            Ok(ledger) => ledger,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        if let Err(message) = bootstrap_admin_key(&ledger).await {
+            eprintln!("error: {message}");
+            return std::process::ExitCode::FAILURE;
+        }
+        let listener = match tokio::net::TcpListener::bind(args.addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("error: cannot listen on {}: {error}", args.addr);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().expect("bound address");
+        println!("credstack listening on http://{addr}");
+        println!("  API:     http://{addr}/v1   (OpenAPI: http://{addr}/v1/openapi.json)");
+        println!(
+            "  store:   {}",
+            crate::ledger::database_path(&args.data).display()
+        );
+        if ledger.clock().is_simulated() {
+            println!("  clock:   simulated, at {}", ledger.now().to_rfc3339());
+        }
+        match crate::server::run(listener, ledger, crate::server::shutdown_signal()).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `CREDSTACK_ADMIN_KEY` becomes an admin key; without it, a first start
+/// with no keys generates one and prints it once.
+async fn bootstrap_admin_key(ledger: &Ledger) -> Result<(), String> {
+    match std::env::var("CREDSTACK_ADMIN_KEY") {
+        Ok(secret) if !secret.trim().is_empty() => ledger
+            .ensure_admin_key(secret.trim())
+            .await
+            .map_err(|e| format!("cannot store the admin key: {e:?}")),
+        _ if ledger.has_api_keys() => Ok(()),
+        _ => {
+            let secret = new_secret();
+            ledger
+                .ensure_admin_key(&secret)
+                .await
+                .map_err(|e| format!("cannot store the admin key: {e:?}"))?;
+            println!("Generated an admin API key. It is shown once and stored only as a hash:");
+            println!();
+            println!("    {secret}");
+            println!();
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,972 @@
+//! The writer: the one thread that changes the embedded store.
+//!
+//! Every write is a [`Request`] sent over a bounded channel. The writer takes
+//! whatever is queued (up to [`BATCH_MAX`]), applies each request in order to
+//! its in-memory wallet states and to one SQLite transaction, commits once
+//! (one fsync for the whole batch: group commit), and only then answers each
+//! caller. A failed commit answers every caller of the batch with
+//! `Unavailable` and drops the in-memory states, which reload from disk.
+//!
+//! Invariants: a caller hears success only after its change is durable; an
+//! idempotency record is written in the same commit as the change it guards;
+//! the in-memory state of a wallet always equals committed state plus the
+//! batch in flight.
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::ids::{self, Generator, Kind};
+use crate::records::*;
+use crate::store::sqlite as db;
+use credstack_core::{
+    Amount, AmountError, Changes, DebitId, Grant, GrantId, GrantTerms, HoldId, Instant, Period,
+    Purpose, Reference, Scale, Summary, Wallet,
+};
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most requests committed together.
+pub const BATCH_MAX: usize = 4096;
+/// Most requests waiting for the writer; senders wait when it is full.
+pub const QUEUE_MAX: usize = 65_536;
+/// Most items in one batch debit request.
+pub const DEBIT_BATCH_MAX: usize = 1000;
+/// Idempotency keys are kept at least this long (SPEC rule 18 asks 24 hours).
+pub const IDEMPOTENCY_KEEP_HOURS: i64 = 48;
+
+#[derive(Clone, Debug)]
+pub struct NewGrant {
+    pub wallet_id: u128,
+    pub amount: String,
+    pub purpose: Purpose,
+    pub priority: Option<u8>,
+    pub effective_at: Option<Instant>,
+    pub expires_at: Option<Instant>,
+    pub recurrence: Option<Period>,
+    pub rollover_max: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewDebit {
+    pub wallet_id: u128,
+    pub amount: String,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+}
+
+/// An idempotency key and the fingerprint of the request it came with.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+impl Idempotency {
+    pub fn new(key: String, request_parts: &[&[u8]]) -> Idempotency {
+        let mut hasher = Sha256::new();
+        for part in request_parts {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        Idempotency {
+            key,
+            fingerprint: hasher.finalize().into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BatchItem {
+    pub debit: NewDebit,
+    pub idempotency: Idempotency,
+}
+
+#[derive(Clone, Debug)]
+pub enum Request {
+    CreateCreditSystem {
+        key: String,
+        name: String,
+        unit: String,
+        scale: u8,
+    },
+    UpdateCreditSystem {
+        id: u128,
+        name: Option<String>,
+        active: Option<bool>,
+    },
+    CreateCustomer {
+        name: String,
+        email: Option<String>,
+        external_id: Option<String>,
+        metadata: Metadata,
+    },
+    UpdateCustomer {
+        id: u128,
+        name: Option<String>,
+        email: Option<Option<String>>,
+        external_id: Option<Option<String>>,
+        metadata: Option<Metadata>,
+    },
+    CreateWallet {
+        customer_id: u128,
+        credit_system_id: u128,
+        overdraft_limit: Option<String>,
+    },
+    UpdateWallet {
+        id: u128,
+        overdraft_limit: String,
+    },
+    AddGrant(NewGrant),
+    VoidGrant {
+        id: u128,
+    },
+    Debit(NewDebit),
+    DebitBatch(Vec<BatchItem>),
+    PlaceHold {
+        wallet_id: u128,
+        amount: String,
+        expires_in_seconds: Option<i64>,
+    },
+    CaptureHold {
+        id: u128,
+        amount: String,
+    },
+    ReleaseHold {
+        id: u128,
+    },
+    /// Brings wallets up to date with every event due by now (SPEC rule 11).
+    Materialise {
+        wallet_ids: Vec<u128>,
+    },
+    CreateApiKey {
+        name: String,
+        scope: Scope,
+        secret: String,
+    },
+    DeleteApiKey {
+        id: u128,
+    },
+    PurgeIdempotency,
+}
+
+/// A wallet with its live state and summary, as of the request that returned it.
+#[derive(Clone, Debug)]
+pub struct WalletView {
+    pub info: WalletInfo,
+    pub wallet: Wallet,
+    pub summary: Summary,
+    pub at: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    CreditSystem(CreditSystem),
+    Customer(Customer),
+    Wallet(Box<WalletView>),
+    Grant(Box<GrantRecord>),
+    Debit(DebitRecord),
+    DebitBatch(Vec<Reply>),
+    Hold(HoldRecord),
+    ApiKey { key: ApiKey, secret: Option<String> },
+    Deleted { id: u128 },
+    Done,
+}
+
+/// What a request gets back: a fresh result, or the stored response of an
+/// earlier request with the same idempotency key.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Fresh(Result<Outcome>),
+    Replayed(StoredResponse),
+}
+
+/// Renders a result the way the API answers it, to keep for replays. The
+/// HTTP layer supplies it, so the engine stays free of wire formats.
+pub type Render = fn(&Result<Outcome>) -> StoredResponse;
+
+struct Envelope {
+    request: Request,
+    idempotency: Option<Idempotency>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The handle callers use to submit writes.
+#[derive(Clone)]
+pub struct Engine {
+    sender: mpsc::Sender<Envelope>,
+}
+
+impl Engine {
+    /// Starts the writer thread on `connection`.
+    pub fn start(
+        connection: Connection,
+        clock: Arc<Clock>,
+        ids: Arc<Generator>,
+        render: Render,
+    ) -> (Engine, std::thread::JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(QUEUE_MAX);
+        let writer = Writer {
+            connection,
+            clock,
+            ids,
+            render,
+            wallets: HashMap::new(),
+            touched: HashMap::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("credstack-writer".into())
+            .spawn(move || writer.run(receiver))
+            .expect("spawn writer thread");
+        (Engine { sender }, handle)
+    }
+
+    pub async fn submit(&self, request: Request, idempotency: Option<Idempotency>) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        let envelope = Envelope {
+            request,
+            idempotency,
+            reply,
+        };
+        if self.sender.send(envelope).await.is_err() {
+            return Reply::Fresh(Err(Error::Unavailable));
+        }
+        answer
+            .await
+            .unwrap_or(Reply::Fresh(Err(Error::Unavailable)))
+    }
+}
+
+/// A store failure inside a batch: the batch is rolled back and every
+/// caller in it hears `Unavailable`. The cause is logged where it happens.
+struct StoreFailure;
+
+impl From<rusqlite::Error> for StoreFailure {
+    fn from(error: rusqlite::Error) -> StoreFailure {
+        tracing::error!(%error, "store error in the writer");
+        StoreFailure
+    }
+}
+
+struct Writer {
+    connection: Connection,
+    clock: Arc<Clock>,
+    ids: Arc<Generator>,
+    render: Render,
+    /// Every wallet the writer has touched: committed state plus the batch in flight.
+    wallets: HashMap<u128, (WalletInfo, Wallet)>,
+    /// Wallets changed in the batch in flight, with their grants as they were before it.
+    touched: HashMap<u128, Vec<Grant>>,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Envelope>) {
+        let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH_MAX);
+        while let Some(first) = receiver.blocking_recv() {
+            batch.push(first);
+            while batch.len() < BATCH_MAX {
+                match receiver.try_recv() {
+                    Ok(envelope) => batch.push(envelope),
+                    Err(_) => break,
+                }
+            }
+            let replies = self.run_batch(&batch);
+            for (envelope, reply) in batch.drain(..).zip(replies) {
+                let _ = envelope.reply.send(reply);
+            }
+        }
+        tracing::info!("writer stopped: every acknowledged write is committed");
+    }
+
+    fn run_batch(&mut self, batch: &[Envelope]) -> Vec<Reply> {
+        let outcome = (|| -> std::result::Result<Vec<Reply>, StoreFailure> {
+            self.connection.execute_batch("BEGIN IMMEDIATE")?;
+            let mut replies = Vec::with_capacity(batch.len());
+            for envelope in batch {
+                let reply =
+                    self.apply_with_idempotency(&envelope.request, envelope.idempotency.as_ref())?;
+                replies.push(reply);
+            }
+            self.flush()?;
+            self.connection.execute_batch("COMMIT")?;
+            Ok(replies)
+        })();
+        match outcome {
+            Ok(replies) => replies,
+            Err(StoreFailure) => {
+                tracing::error!("batch failed; rolled back, nothing acknowledged");
+                let _ = self.connection.execute_batch("ROLLBACK");
+                self.wallets.clear();
+                self.touched.clear();
+                batch
+                    .iter()
+                    .map(|_| Reply::Fresh(Err(Error::Unavailable)))
+                    .collect()
+            }
+        }
+    }
+
+    /// Writes each touched wallet's balances and every grant that changed.
+    fn flush(&mut self) -> std::result::Result<(), StoreFailure> {
+        for (wallet_id, before) in self.touched.drain() {
+            let (_, wallet) = &self.wallets[&wallet_id];
+            db::update_wallet_state(&self.connection, wallet_id, wallet)?;
+            for grant in &wallet.grants {
+                if before.iter().find(|b| b.id == grant.id) != Some(grant) {
+                    db::update_grant_state(&self.connection, grant)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a request, replaying or guarding it by its idempotency key.
+    /// A store failure fails the whole batch: the in-memory state may then
+    /// be ahead of the transaction, so it is dropped with the rollback.
+    fn apply_with_idempotency(
+        &mut self,
+        request: &Request,
+        idempotency: Option<&Idempotency>,
+    ) -> std::result::Result<Reply, StoreFailure> {
+        if let Some(idempotency) = idempotency
+            && let Some(reply) = self.replay(idempotency)?
+        {
+            return Ok(reply);
+        }
+        let result = self.apply(request);
+        if matches!(result, Err(Error::Unavailable)) {
+            return Err(StoreFailure);
+        }
+        if let Some(idempotency) = idempotency {
+            self.remember(idempotency, &result)?;
+        }
+        Ok(Reply::Fresh(result))
+    }
+
+    fn replay(&mut self, idempotency: &Idempotency) -> rusqlite::Result<Option<Reply>> {
+        Ok(match db::idempotency(&self.connection, &idempotency.key)? {
+            None => None,
+            Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
+                Some(Reply::Replayed(stored))
+            }
+            Some(_) => Some(Reply::Fresh(Err(Error::Conflict {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was used with a different request".into(),
+                param: None,
+            }))),
+        })
+    }
+
+    /// Keeps the rendered response for replays.
+    fn remember(
+        &mut self,
+        idempotency: &Idempotency,
+        result: &Result<Outcome>,
+    ) -> rusqlite::Result<()> {
+        // A key's secret is shown once and never stored, not even for replays.
+        let response = match result {
+            Ok(Outcome::ApiKey { key, .. }) => (self.render)(&Ok(Outcome::ApiKey {
+                key: key.clone(),
+                secret: None,
+            })),
+            _ => (self.render)(result),
+        };
+        db::insert_idempotency(
+            &self.connection,
+            &idempotency.key,
+            &idempotency.fingerprint,
+            &response,
+            self.clock.now(),
+        )
+    }
+
+    /// Applies one request. A store failure comes back as `Error::Unavailable`.
+    fn apply(&mut self, request: &Request) -> Result<Outcome> {
+        let now = self.clock.now();
+        match request {
+            Request::CreateCreditSystem {
+                key,
+                name,
+                unit,
+                scale,
+            } => self.create_credit_system(key, name, unit, *scale, now),
+            Request::UpdateCreditSystem { id, name, active } => {
+                let mut cs = db::credit_system(&self.connection, *id)?.ok_or(Error::NotFound {
+                    what: "credit system",
+                })?;
+                if let Some(name) = name {
+                    cs.name = checked_text("name", name, TEXT_SHORT_MAX)?;
+                }
+                if let Some(active) = active {
+                    cs.active = *active;
+                }
+                db::upsert_credit_system(&self.connection, &cs)?;
+                Ok(Outcome::CreditSystem(cs))
+            }
+            Request::CreateCustomer {
+                name,
+                email,
+                external_id,
+                metadata,
+            } => {
+                let customer = Customer {
+                    id: self.ids.next(),
+                    name: checked_text("name", name, TEXT_SHORT_MAX)?,
+                    email: checked_opt_text("email", email.as_deref())?,
+                    external_id: checked_opt_text("external_id", external_id.as_deref())?,
+                    metadata: checked_metadata(metadata)?,
+                    created_at: now,
+                };
+                self.save_customer(&customer)?;
+                Ok(Outcome::Customer(customer))
+            }
+            Request::UpdateCustomer {
+                id,
+                name,
+                email,
+                external_id,
+                metadata,
+            } => {
+                let mut customer = db::customer(&self.connection, *id)?
+                    .ok_or(Error::NotFound { what: "customer" })?;
+                if let Some(name) = name {
+                    customer.name = checked_text("name", name, TEXT_SHORT_MAX)?;
+                }
+                if let Some(email) = email {
+                    customer.email = checked_opt_text("email", email.as_deref())?;
+                }
+                if let Some(external_id) = external_id {
+                    customer.external_id = checked_opt_text("external_id", external_id.as_deref())?;
+                }
+                if let Some(metadata) = metadata {
+                    customer.metadata = checked_metadata(metadata)?;
+                }
+                self.save_customer(&customer)?;
+                Ok(Outcome::Customer(customer))
+            }
+            Request::CreateWallet {
+                customer_id,
+                credit_system_id,
+                overdraft_limit,
+            } => self.create_wallet(
+                *customer_id,
+                *credit_system_id,
+                overdraft_limit.as_deref(),
+                now,
+            ),
+            Request::UpdateWallet {
+                id,
+                overdraft_limit,
+            } => {
+                self.with_wallet(*id, now, |info, wallet, changes| {
+                    let limit = parse_amount(
+                        "overdraft_limit",
+                        overdraft_limit,
+                        info.scale,
+                        Amount::parse_non_negative,
+                    )?;
+                    wallet
+                        .set_overdraft_limit(limit, now, changes)
+                        .map_err(|r| Error::from_rejection(r, "overdraft_limit"))
+                })?;
+                self.wallet_view(*id, now)
+            }
+            Request::AddGrant(new) => self.add_grant(new, now),
+            Request::VoidGrant { id } => {
+                let record =
+                    db::grant(&self.connection, *id)?.ok_or(Error::NotFound { what: "grant" })?;
+                let live = self.with_wallet(record.wallet_id, now, |_, wallet, changes| {
+                    if wallet.grant(GrantId(*id)).is_none() {
+                        return Ok(false);
+                    }
+                    wallet
+                        .void_grant(GrantId(*id), now, changes)
+                        .map_err(|r| Error::from_rejection(r, "amount"))?;
+                    Ok(true)
+                })?;
+                if !live {
+                    self.void_finished_grant(*id, now)?;
+                }
+                let record = db::grant(&self.connection, *id)?.expect("grant exists");
+                let grant = self
+                    .current_grant(record.wallet_id, GrantId(*id))
+                    .unwrap_or(record.grant.clone());
+                Ok(Outcome::Grant(Box::new(GrantRecord { grant, ..record })))
+            }
+            Request::Debit(new) => self.debit(new, now),
+            Request::DebitBatch(items) => {
+                let mut replies = Vec::with_capacity(items.len());
+                for item in items {
+                    let reply = self
+                        .apply_with_idempotency(
+                            &Request::Debit(item.debit.clone()),
+                            Some(&item.idempotency),
+                        )
+                        .map_err(|StoreFailure| Error::Unavailable)?;
+                    replies.push(reply);
+                }
+                Ok(Outcome::DebitBatch(replies))
+            }
+            Request::PlaceHold {
+                wallet_id,
+                amount,
+                expires_in_seconds,
+            } => self.place_hold(*wallet_id, amount, *expires_in_seconds, now),
+            Request::CaptureHold { id, amount } => self.capture(*id, amount, now),
+            Request::ReleaseHold { id } => {
+                let hold =
+                    db::hold(&self.connection, *id)?.ok_or(Error::NotFound { what: "hold" })?;
+                self.with_wallet(hold.wallet_id, now, |_, wallet, changes| {
+                    wallet
+                        .release(HoldId(*id), now, changes)
+                        .map_err(|r| Error::from_rejection(r, "amount"))
+                })?;
+                let hold = db::hold(&self.connection, *id)?.expect("hold exists");
+                Ok(Outcome::Hold(hold))
+            }
+            Request::Materialise { wallet_ids } => {
+                for wallet_id in wallet_ids {
+                    match self.with_wallet(*wallet_id, now, |_, _, _| Ok(())) {
+                        Ok(()) | Err(Error::NotFound { .. }) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+            Request::CreateApiKey {
+                name,
+                scope,
+                secret,
+            } => {
+                let key = ApiKey {
+                    id: self.ids.next(),
+                    name: checked_text("name", name, TEXT_SHORT_MAX)?,
+                    scope: *scope,
+                    secret_hash: hash_secret(secret),
+                    created_at: now,
+                };
+                db::insert_api_key(&self.connection, &key)?;
+                Ok(Outcome::ApiKey {
+                    key,
+                    secret: Some(secret.clone()),
+                })
+            }
+            Request::DeleteApiKey { id } => {
+                if !db::delete_api_key(&self.connection, *id)? {
+                    return Err(Error::NotFound { what: "API key" });
+                }
+                Ok(Outcome::Deleted { id: *id })
+            }
+            Request::PurgeIdempotency => {
+                let before = now - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
+                db::purge_idempotency(&self.connection, before)?;
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    fn create_credit_system(
+        &mut self,
+        key: &str,
+        name: &str,
+        unit: &str,
+        scale: u8,
+        now: Instant,
+    ) -> Result<Outcome> {
+        let valid_key = !key.is_empty()
+            && key.len() <= 64
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !valid_key {
+            return Err(Error::invalid(
+                "key",
+                "must be 1 to 64 characters of a-z, 0-9, _ and -",
+            ));
+        }
+        let scale =
+            Scale::new(scale).ok_or_else(|| Error::invalid("scale", "must be between 0 and 6"))?;
+        if db::credit_system_by_key(&self.connection, key)?.is_some() {
+            return Err(Error::Conflict {
+                code: "credit_system_key_taken",
+                message: format!("a credit system with key {key:?} already exists"),
+                param: Some("key".into()),
+            });
+        }
+        let cs = CreditSystem {
+            id: self.ids.next(),
+            key: key.to_string(),
+            name: checked_text("name", name, TEXT_SHORT_MAX)?,
+            unit: checked_text("unit", unit, 32)?,
+            scale,
+            active: true,
+            created_at: now,
+        };
+        db::upsert_credit_system(&self.connection, &cs)?;
+        Ok(Outcome::CreditSystem(cs))
+    }
+
+    fn save_customer(&mut self, customer: &Customer) -> Result<()> {
+        if let Some(external_id) = &customer.external_id
+            && let Some(other) = db::customer_by_external_id(&self.connection, external_id)?
+            && other.id != customer.id
+        {
+            return Err(Error::Conflict {
+                code: "external_id_taken",
+                message: "another customer has this external_id".into(),
+                param: Some("external_id".into()),
+            });
+        }
+        db::upsert_customer(&self.connection, customer)?;
+        Ok(())
+    }
+
+    fn create_wallet(
+        &mut self,
+        customer_id: u128,
+        credit_system_id: u128,
+        overdraft_limit: Option<&str>,
+        now: Instant,
+    ) -> Result<Outcome> {
+        if db::customer(&self.connection, customer_id)?.is_none() {
+            return Err(Error::invalid("customer_id", "no such customer"));
+        }
+        let cs = db::credit_system(&self.connection, credit_system_id)?
+            .ok_or_else(|| Error::invalid("credit_system_id", "no such credit system"))?;
+        if !cs.active {
+            return Err(Error::Conflict {
+                code: "credit_system_inactive",
+                message: "only active credit systems accept new wallets".into(),
+                param: Some("credit_system_id".into()),
+            });
+        }
+        if db::wallet_by_owner(&self.connection, customer_id, credit_system_id)?.is_some() {
+            return Err(Error::Conflict {
+                code: "wallet_exists",
+                message: "this customer already has a wallet in this credit system".into(),
+                param: None,
+            });
+        }
+        let limit = match overdraft_limit {
+            Some(text) => parse_amount(
+                "overdraft_limit",
+                text,
+                cs.scale,
+                Amount::parse_non_negative,
+            )?,
+            None => Amount::ZERO,
+        };
+        let info = WalletInfo {
+            id: self.ids.next(),
+            customer_id,
+            credit_system_id,
+            scale: cs.scale,
+            created_at: now,
+        };
+        let wallet = Wallet::new(limit);
+        db::insert_wallet(&self.connection, &info, &wallet)?;
+        self.wallets.insert(info.id, (info.clone(), wallet));
+        self.wallet_view(info.id, now)
+    }
+
+    fn add_grant(&mut self, new: &NewGrant, now: Instant) -> Result<Outcome> {
+        let grant_id = GrantId(self.ids.next());
+        let record = self.with_wallet(new.wallet_id, now, |info, wallet, changes| {
+            let amount = parse_amount("amount", &new.amount, info.scale, Amount::parse_positive)?;
+            let rollover_max = match &new.rollover_max {
+                Some(text) => {
+                    parse_amount("rollover_max", text, info.scale, Amount::parse_non_negative)?
+                }
+                None => Amount::ZERO,
+            };
+            let terms = GrantTerms {
+                amount,
+                purpose: new.purpose,
+                priority: new.priority.unwrap_or(new.purpose.default_priority()),
+                effective_at: new.effective_at.unwrap_or(now),
+                expires_at: new.expires_at,
+                recurrence: new.recurrence,
+                rollover_max,
+            };
+            let description = checked_opt_text("description", new.description.as_deref())?;
+            let metadata = checked_metadata(&new.metadata)?;
+            wallet
+                .add_grant(grant_id, terms, now, changes)
+                .map_err(|r| Error::from_rejection(r, "amount"))?;
+            let grant = wallet.grant(grant_id).expect("a new grant is live").clone();
+            Ok(GrantRecord {
+                grant,
+                wallet_id: info.id,
+                scale: info.scale,
+                description,
+                metadata,
+                source: Source::Api,
+                created_at: now,
+            })
+        })?;
+        // The entries written above reference the grant; insert its row in the same commit.
+        db::insert_grant(&self.connection, &record)?;
+        Ok(Outcome::Grant(Box::new(record)))
+    }
+
+    fn debit(&mut self, new: &NewDebit, now: Instant) -> Result<Outcome> {
+        let debit_id = self.ids.next();
+        let description = checked_opt_text("description", new.description.as_deref())?;
+        let metadata = checked_metadata(&new.metadata)?;
+        let record = self.with_wallet(new.wallet_id, now, |info, wallet, changes| {
+            let amount = parse_amount("amount", &new.amount, info.scale, Amount::parse_positive)?;
+            let allocations = wallet
+                .debit(DebitId(debit_id), amount, now, changes)
+                .map_err(|r| Error::from_rejection(r, "amount"))?;
+            Ok(DebitRecord {
+                id: debit_id,
+                wallet_id: info.id,
+                scale: info.scale,
+                amount,
+                allocations,
+                balance_after: wallet.balance,
+                description,
+                metadata,
+                hold_id: None,
+                created_at: now,
+            })
+        })?;
+        db::insert_debit(&self.connection, &record)?;
+        Ok(Outcome::Debit(record))
+    }
+
+    fn place_hold(
+        &mut self,
+        wallet_id: u128,
+        amount: &str,
+        expires_in_seconds: Option<i64>,
+        now: Instant,
+    ) -> Result<Outcome> {
+        let seconds = expires_in_seconds.unwrap_or(600);
+        if !(1..=credstack_core::wallet::HOLD_SECONDS_MAX).contains(&seconds) {
+            return Err(Error::invalid(
+                "expires_in_seconds",
+                "must be between 1 and 86400",
+            ));
+        }
+        let expires_at = now + chrono::Duration::seconds(seconds);
+        let hold_id = self.ids.next();
+        let record = self.with_wallet(wallet_id, now, |info, wallet, changes| {
+            let amount = parse_amount("amount", amount, info.scale, Amount::parse_positive)?;
+            wallet
+                .place_hold(HoldId(hold_id), amount, expires_at, now, changes)
+                .map_err(|r| Error::from_rejection(r, "amount"))?;
+            let hold = wallet.hold(HoldId(hold_id)).expect("placed");
+            Ok(HoldRecord {
+                id: hold_id,
+                wallet_id: info.id,
+                scale: info.scale,
+                amount,
+                reservations: hold.reservations.clone(),
+                status: HoldStatus::Active,
+                expires_at,
+                debit_id: None,
+                ended_at: None,
+                created_at: now,
+            })
+        })?;
+        db::insert_hold(&self.connection, &record)?;
+        Ok(Outcome::Hold(record))
+    }
+
+    fn capture(&mut self, hold_id: u128, amount: &str, now: Instant) -> Result<Outcome> {
+        let hold = db::hold(&self.connection, hold_id)?.ok_or(Error::NotFound { what: "hold" })?;
+        let debit_id = self.ids.next();
+        let debit = self.with_wallet(hold.wallet_id, now, |info, wallet, changes| {
+            let amount = parse_amount("amount", amount, info.scale, Amount::parse_positive)?;
+            let allocations = wallet
+                .capture(HoldId(hold_id), amount, DebitId(debit_id), now, changes)
+                .map_err(|r| Error::from_rejection(r, "amount"))?;
+            Ok(DebitRecord {
+                id: debit_id,
+                wallet_id: info.id,
+                scale: info.scale,
+                amount,
+                allocations,
+                balance_after: wallet.balance,
+                description: None,
+                metadata: Metadata::new(),
+                hold_id: Some(hold_id),
+                created_at: now,
+            })
+        })?;
+        db::insert_debit(&self.connection, &debit)?;
+        db::finish_hold(
+            &self.connection,
+            hold_id,
+            HoldStatus::Captured,
+            Some(debit_id),
+            now,
+        )?;
+        let hold = db::hold(&self.connection, hold_id)?.expect("hold exists");
+        Ok(Outcome::Hold(hold))
+    }
+
+    /// Voids a grant that has left the working set (an active grant with
+    /// nothing left and nothing to renew): nothing to forfeit, so no entry.
+    fn void_finished_grant(&mut self, id: u128, now: Instant) -> Result<()> {
+        let mut record =
+            db::grant(&self.connection, id)?.ok_or(Error::NotFound { what: "grant" })?;
+        if record.grant.is_ended() {
+            return Err(Error::from_rejection(
+                credstack_core::Rejection::GrantAlreadyEnded,
+                "amount",
+            ));
+        }
+        record.grant.status = credstack_core::GrantStatus::Voided;
+        record.grant.ended_at = Some(now);
+        db::update_grant_state(&self.connection, &record.grant)?;
+        Ok(())
+    }
+
+    fn current_grant(&self, wallet_id: u128, grant_id: GrantId) -> Option<Grant> {
+        self.wallets.get(&wallet_id)?.1.grant(grant_id).cloned()
+    }
+
+    fn wallet_view(&mut self, wallet_id: u128, now: Instant) -> Result<Outcome> {
+        self.with_wallet(wallet_id, now, |_, _, _| Ok(()))?;
+        let (info, wallet) = &self.wallets[&wallet_id];
+        Ok(Outcome::Wallet(Box::new(WalletView {
+            info: info.clone(),
+            summary: wallet.summary(),
+            wallet: wallet.clone(),
+            at: now,
+        })))
+    }
+
+    /// Runs `change` on a wallet brought up to `now`, then writes the
+    /// entries and finished objects it produced. Balances and changed
+    /// grants are written once per batch by `flush`.
+    fn with_wallet<T>(
+        &mut self,
+        wallet_id: u128,
+        now: Instant,
+        change: impl FnOnce(&WalletInfo, &mut Wallet, &mut Changes) -> Result<T>,
+    ) -> Result<T> {
+        if !self.wallets.contains_key(&wallet_id) {
+            let loaded = db::load_wallet(&self.connection, wallet_id)?
+                .ok_or(Error::NotFound { what: "wallet" })?;
+            self.wallets.insert(wallet_id, loaded);
+        }
+        let (info, wallet) = self.wallets.get_mut(&wallet_id).expect("loaded above");
+        self.touched
+            .entry(wallet_id)
+            .or_insert_with(|| wallet.grants.clone());
+        let mut changes = Changes::default();
+        wallet.materialise(now, &mut changes);
+        let result = change(info, wallet, &mut changes);
+        let info = info.clone();
+        self.persist(&info, changes)?;
+        result
+    }
+
+    fn persist(&mut self, info: &WalletInfo, changes: Changes) -> Result<()> {
+        for entry in &changes.entries {
+            let record = EntryRecord {
+                id: self.ids.next(),
+                wallet_id: info.id,
+                scale: info.scale,
+                sequence: entry.sequence,
+                kind: entry.kind,
+                amount: entry.amount,
+                balance_after: entry.balance_after,
+                occurred_at: entry.occurred_at,
+                grant_id: entry.grant.map(|g| g.0),
+                reference: match entry.reference {
+                    Reference::Grant(id) => ids::format(Kind::Grant, id.0),
+                    Reference::Debit(id) => ids::format(Kind::Debit, id.0),
+                    Reference::Hold(id) => ids::format(Kind::Hold, id.0),
+                },
+            };
+            db::insert_entry(&self.connection, &record)?;
+        }
+        for grant in &changes.finished_grants {
+            db::update_grant_state(&self.connection, grant)?;
+        }
+        for (hold, end, at) in &changes.finished_holds {
+            // Captures record their debit themselves.
+            if *end != credstack_core::HoldEnd::Captured {
+                db::finish_hold(&self.connection, hold.id.0, (*end).into(), None, *at)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- validation helpers -------------------------------------------------------
+
+/// Longest name-like text: names, units, emails, external ids.
+const TEXT_SHORT_MAX: usize = 200;
+/// Longest description.
+const TEXT_LONG_MAX: usize = 1000;
+const METADATA_KEYS_MAX: usize = 50;
+const METADATA_KEY_MAX: usize = 40;
+const METADATA_VALUE_MAX: usize = 500;
+
+fn checked_text(param: &str, text: &str, max: usize) -> Result<String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(param, "must not be empty"));
+    }
+    if trimmed.chars().count() > max {
+        return Err(Error::invalid(
+            param,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn checked_opt_text(param: &str, text: Option<&str>) -> Result<Option<String>> {
+    let max = if param == "description" {
+        TEXT_LONG_MAX
+    } else {
+        TEXT_SHORT_MAX
+    };
+    text.map(|t| checked_text(param, t, max)).transpose()
+}
+
+fn checked_metadata(metadata: &Metadata) -> Result<Metadata> {
+    if metadata.len() > METADATA_KEYS_MAX {
+        return Err(Error::invalid(
+            "metadata",
+            format!("must have at most {METADATA_KEYS_MAX} keys"),
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.chars().count() > METADATA_KEY_MAX {
+            return Err(Error::invalid(
+                "metadata",
+                format!("keys must be 1 to {METADATA_KEY_MAX} characters"),
+            ));
+        }
+        if value.chars().count() > METADATA_VALUE_MAX {
+            return Err(Error::invalid(
+                "metadata",
+                format!("values must be at most {METADATA_VALUE_MAX} characters"),
+            ));
+        }
+    }
+    Ok(metadata.clone())
+}
+
+fn parse_amount(
+    param: &str,
+    text: &str,
+    scale: Scale,
+    parse: fn(&str, Scale) -> std::result::Result<Amount, AmountError>,
+) -> Result<Amount> {
+    parse(text, scale).map_err(|e| Error::invalid(param, format!("{param} {}", e.message(scale))))
+}
+
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}

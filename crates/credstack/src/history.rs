@@ -1,0 +1,107 @@
+//! Wallet reads: the current state (brought up to date first, SPEC rule 11)
+//! and the state at a past instant, rebuilt from the ledger (rule 17).
+
+use crate::engine::WalletView;
+use crate::error::{Error, Result};
+use crate::ledger::Ledger;
+use crate::records::GrantRecord;
+use crate::store::sqlite as db;
+use credstack_core::{Amount, GrantStatus, Instant, Wallet};
+
+pub async fn require_wallet(ledger: &Ledger, wallet_id: u128) -> Result<()> {
+    ledger.ensure_current(wallet_id).await?;
+    match ledger.read(move |c| db::wallet_info(c, wallet_id)).await? {
+        Some(_) => Ok(()),
+        None => Err(Error::NotFound { what: "wallet" }),
+    }
+}
+
+/// The wallet now, with every event due by now materialised.
+pub async fn current(ledger: &Ledger, wallet_id: u128) -> Result<WalletView> {
+    ledger.ensure_current(wallet_id).await?;
+    let at = ledger.now();
+    let (info, wallet) = ledger
+        .read(move |c| db::load_wallet(c, wallet_id))
+        .await?
+        .ok_or(Error::NotFound { what: "wallet" })?;
+    Ok(WalletView {
+        info,
+        summary: wallet.summary(),
+        wallet,
+        at,
+    })
+}
+
+/// A grant as it is now.
+pub async fn grant(ledger: &Ledger, grant_id: u128) -> Result<GrantRecord> {
+    let record = ledger
+        .read(move |c| db::grant(c, grant_id))
+        .await?
+        .ok_or(Error::NotFound { what: "grant" })?;
+    ledger.ensure_current(record.wallet_id).await?;
+    ledger
+        .read(move |c| db::grant(c, grant_id))
+        .await?
+        .ok_or(Error::NotFound { what: "grant" })
+}
+
+/// The wallet as it stood at `at` (not in the future): each grant's
+/// remainder is the sum of its entries up to `at`, the balance is the last
+/// entry's `balance_after`, and holds are those active at `at`.
+pub async fn at(ledger: &Ledger, wallet_id: u128, at: Instant) -> Result<WalletView> {
+    ledger.ensure_current(wallet_id).await?;
+    ledger
+        .read(move |c| {
+            let Some(info) = db::wallet_info(c, wallet_id)? else {
+                return Ok(None);
+            };
+            let balance = db::balance_at(c, wallet_id, at)?;
+            let remainders = db::grant_remainders_at(c, wallet_id, at)?;
+            let (_, now_state) = db::load_wallet(c, wallet_id)?.expect("wallet exists");
+            let mut grants = Vec::new();
+            for (grant_id, remaining) in remainders {
+                let record = db::grant(c, grant_id)?.expect("entries reference stored grants");
+                let mut grant = record.grant;
+                grant.remaining = remaining;
+                grant.held = Amount::ZERO;
+                if grant.ended_at.is_some_and(|ended| ended > at) {
+                    grant.status = GrantStatus::Active;
+                    grant.ended_at = None;
+                }
+                grant.cycle = cycle_at(&grant.terms, at);
+                grants.push(grant);
+            }
+            let remaining_total: i64 = grants.iter().map(|g| g.remaining.atomic()).sum();
+            let debt = Amount::from_atomic(remaining_total - balance.atomic());
+            grants.retain(|g| !g.is_ended());
+            let wallet = Wallet {
+                overdraft_limit: now_state.overdraft_limit,
+                debt,
+                balance,
+                last_sequence: 0,
+                grants,
+                holds: Vec::new(),
+            };
+            Ok(Some((info, wallet)))
+        })
+        .await?
+        .map(|(info, wallet)| WalletView {
+            info,
+            summary: wallet.summary(),
+            wallet,
+            at,
+        })
+        .ok_or(Error::NotFound { what: "wallet" })
+}
+
+/// The cycle a grant was in at `at`: the last k with cycle_start(k) <= at.
+fn cycle_at(terms: &credstack_core::GrantTerms, at: Instant) -> u64 {
+    let mut cycle = 1;
+    while terms
+        .renewal_after(cycle)
+        .is_some_and(|renewal| renewal <= at)
+    {
+        cycle += 1;
+    }
+    cycle
+}

@@ -1,0 +1,296 @@
+//! Request extraction: JSON bodies, query strings, path ids, idempotency
+//! keys and API key authorization, each failing with a SPEC-shaped 4xx.
+
+use super::error::ApiError;
+use crate::engine::Idempotency;
+use crate::ids::{self, Kind};
+use crate::ledger::Ledger;
+use crate::records::Scope;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+
+/// Largest request body accepted; larger bodies get 413. A batch of 1000
+/// debits with descriptions fits comfortably.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Longest idempotency key (SPEC rule 18).
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// A JSON body decoded into `T`; the raw bytes are kept for fingerprinting.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let raw = axum::body::to_bytes(request.into_body(), BODY_BYTES_MAX)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request bodies are limited to {BODY_BYTES_MAX} bytes"),
+                )
+            })?;
+        // An empty body stands for `{}` on calls that take no fields.
+        let text: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &raw
+        };
+        if !raw.is_empty() && !content_type.starts_with("application/json") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "content_type_invalid",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let deserializer = &mut serde_json::Deserializer::from_slice(text);
+        let value = serde_path_to_error::deserialize(deserializer).map_err(json_error)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    let message = inner.to_string();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {message}"),
+        );
+    }
+    // Name the field: an unknown field is named in the message in backticks.
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let join = |field: &str| {
+        if path == "." {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    match (unknown, missing) {
+        // The path already ends in the unknown field's name.
+        (Some(_), _) => ApiError {
+            code: "parameter_unknown",
+            ..ApiError::invalid(path.clone(), format!("unknown parameter: {path}"))
+        },
+        (_, Some(field)) => ApiError {
+            code: "parameter_missing",
+            ..ApiError::invalid(
+                join(field),
+                format!("missing required parameter: {}", join(field)),
+            )
+        },
+        _ => ApiError::invalid(
+            if path == "." {
+                "body".to_string()
+            } else {
+                path
+            },
+            format!("invalid value: {message}"),
+        ),
+    }
+}
+
+/// The query string as a map; each handler reads the names it knows.
+pub struct QueryMap(pub BTreeMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "the query string is malformed",
+            )
+        })?;
+        Ok(QueryMap(pairs.into_iter().collect()))
+    }
+}
+
+/// List paging (SPEC §3): `limit` 1–100, default 20, and `starting_after`.
+pub struct Paging {
+    pub limit: usize,
+    pub starting_after: Option<u128>,
+}
+
+impl QueryMap {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn paging(&self, kind: Kind) -> Result<Paging, ApiError> {
+        let limit = match self.get("limit") {
+            None => 20,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| {
+                    ApiError::invalid("limit", "limit must be an integer from 1 to 100")
+                })?,
+        };
+        let starting_after = self
+            .get("starting_after")
+            .map(|text| {
+                ids::parse(kind, text).ok_or_else(|| {
+                    ApiError::invalid(
+                        "starting_after",
+                        format!("starting_after must be a {}_ id", kind.prefix()),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Paging {
+            limit,
+            starting_after,
+        })
+    }
+
+    /// An optional id filter such as `customer_id=`.
+    pub fn id(&self, name: &str, kind: Kind) -> Result<Option<u128>, ApiError> {
+        self.get(name)
+            .map(|text| {
+                ids::parse(kind, text).ok_or_else(|| {
+                    ApiError::invalid(name, format!("{name} must be a {}_ id", kind.prefix()))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Parses an id in the path; a malformed or foreign id is simply unknown.
+pub fn path_id(kind: Kind, text: &str, what: &str) -> Result<u128, ApiError> {
+    ids::parse(kind, text).ok_or_else(|| ApiError::not_found(what))
+}
+
+/// Parses an id in a body field; malformed is a 400 naming the field.
+pub fn body_id(kind: Kind, text: &str, param: &str) -> Result<u128, ApiError> {
+    ids::parse(kind, text)
+        .ok_or_else(|| ApiError::invalid(param, format!("{param} must be a {}_ id", kind.prefix())))
+}
+
+/// The `Idempotency-Key` header, if sent.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| valid_idempotency_key(k))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Idempotency-Key",
+                    format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"),
+                )
+            })?;
+        Ok(IdempotencyKey(Some(key.to_string())))
+    }
+}
+
+pub fn valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= IDEMPOTENCY_KEY_MAX
+        && key.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+impl IdempotencyKey {
+    /// Binds the key to this exact request: method, path and body.
+    pub fn for_request(&self, method: &str, path: &str, body: &[u8]) -> Option<Idempotency> {
+        self.0
+            .clone()
+            .map(|key| Idempotency::new(key, &[method.as_bytes(), path.as_bytes(), body]))
+    }
+}
+
+/// The scope a route needs: GETs need `read`; recording usage needs `usage`;
+/// everything else, and every API key route, needs `admin`.
+pub fn required_scope(method: &Method, path: &str) -> Scope {
+    const USAGE_ROUTES: [&str; 5] = [
+        "/v1/wallets/{id}/debits",
+        "/v1/debits/batch",
+        "/v1/wallets/{id}/holds",
+        "/v1/holds/{id}/capture",
+        "/v1/holds/{id}/release",
+    ];
+    if path.starts_with("/v1/api_keys") {
+        Scope::Admin
+    } else if method == Method::GET {
+        Scope::Read
+    } else if USAGE_ROUTES.contains(&path) {
+        Scope::Usage
+    } else {
+        Scope::Admin
+    }
+}
+
+/// Middleware on every `/v1` route: 401 without a valid key, 403 without the scope.
+pub async fn authorize(State(ledger): State<Ledger>, request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+    let secret = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(secret) = secret else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "send an API key as Authorization: Bearer <key>",
+        )
+        .into_response();
+    };
+    let Some(key) = ledger.authenticate(secret) else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "the API key is not valid",
+        )
+        .into_response();
+    };
+    let needed = required_scope(request.method(), &path);
+    if key.scope < needed {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this route needs a key with scope {}", needed.as_str()),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}

@@ -1,0 +1,180 @@
+//! The HTTP layer: the router, rendering of ledger results, and the
+//! OpenAPI document generated from the handlers' annotations. The only layer
+//! that knows about HTTP and JSON.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod wire;
+
+use crate::engine::{Outcome, Reply};
+use crate::error::Result;
+use crate::ledger::Ledger;
+use crate::records::StoredResponse;
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use routes::*;
+use utoipa::OpenApi;
+
+/// The whole application: `/healthz`, `/v1`, and the OpenAPI document.
+pub fn app(ledger: Ledger) -> Router {
+    let v1 = Router::new()
+        .route("/v1/openapi.json", get(openapi_json))
+        .route(
+            "/v1/credit_systems",
+            post(create_credit_system).get(list_credit_systems),
+        )
+        .route(
+            "/v1/credit_systems/{id}",
+            get(get_credit_system).patch(update_credit_system),
+        )
+        .route("/v1/customers", post(create_customer).get(list_customers))
+        .route(
+            "/v1/customers/{id}",
+            get(get_customer).patch(update_customer),
+        )
+        .route("/v1/wallets", post(create_wallet).get(list_wallets))
+        .route("/v1/wallets/{id}", get(get_wallet).patch(update_wallet))
+        .route("/v1/wallets/{id}/balance", get(get_balance))
+        .route(
+            "/v1/wallets/{id}/grants",
+            post(create_grant).get(list_grants),
+        )
+        .route("/v1/grants/{id}", get(get_grant))
+        .route("/v1/grants/{id}/void", post(void_grant))
+        .route(
+            "/v1/wallets/{id}/debits",
+            post(create_debit).get(list_debits),
+        )
+        .route("/v1/debits/batch", post(batch_debits))
+        .route("/v1/debits/{id}", get(get_debit))
+        .route("/v1/wallets/{id}/holds", post(create_hold))
+        .route("/v1/holds/{id}", get(get_hold))
+        .route("/v1/holds/{id}/capture", post(capture_hold))
+        .route("/v1/holds/{id}/release", post(release_hold))
+        .route("/v1/wallets/{id}/entries", get(list_entries))
+        .route("/v1/api_keys", post(create_api_key).get(list_api_keys))
+        .route("/v1/api_keys/{id}", axum::routing::delete(delete_api_key))
+        .route("/v1/test_clock", get(test_clock))
+        .route("/v1/test_clock/advance", post(advance_test_clock))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ledger.clone(),
+            extract::authorize,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(ledger)
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+    .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "credstack", description = "A credit ledger for usage-based products: stacked grants, real-time drawdown, holds and promotional credits."),
+    paths(
+        healthz, create_credit_system, list_credit_systems, get_credit_system, update_credit_system,
+        create_customer, list_customers, get_customer, update_customer,
+        create_wallet, list_wallets, get_wallet, update_wallet, get_balance,
+        create_grant, list_grants, get_grant, void_grant,
+        create_debit, list_debits, get_debit, batch_debits,
+        create_hold, get_hold, capture_hold, release_hold,
+        list_entries, create_api_key, list_api_keys, delete_api_key,
+        test_clock, advance_test_clock,
+    ),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "api_key",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(ApiDoc::openapi()).into_response()
+}
+
+/// Renders a ledger result: 200 with the object, or the error's status.
+pub fn render(result: &Result<Outcome>) -> StoredResponse {
+    match result {
+        Ok(outcome) => StoredResponse {
+            status: 200,
+            body: routes::outcome_json(outcome).to_string(),
+        },
+        Err(error) => {
+            let error = ApiError::from(error.clone());
+            StoredResponse {
+                status: error.status.as_u16(),
+                body: serde_json::to_string(&error.body()).expect("errors serialize"),
+            }
+        }
+    }
+}
+
+fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        stored.body,
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+pub fn reply(reply: Reply) -> Response {
+    match reply {
+        Reply::Fresh(result) => stored_response(render(&result), false),
+        Reply::Replayed(stored) => stored_response(stored, true),
+    }
+}
+
+pub fn reply_result(result: Result<Outcome>) -> Response {
+    stored_response(render(&result), false)
+}
+
+/// One item of a batch debit: `{status, debit}` or `{status, error}`.
+pub fn batch_result(reply: &Reply) -> wire::BatchResult {
+    let stored = match reply {
+        Reply::Fresh(result) => render(result),
+        Reply::Replayed(stored) => stored.clone(),
+    };
+    let body: serde_json::Value =
+        serde_json::from_str(&stored.body).expect("stored bodies are JSON");
+    let ok = stored.status == 200;
+    wire::BatchResult {
+        status: stored.status,
+        error: if ok { None } else { body.get("error").cloned() },
+        debit: if ok { Some(body) } else { None },
+    }
+}

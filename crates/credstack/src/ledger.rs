@@ -1,0 +1,262 @@
+//! The ledger service: the Rust API that the HTTP layer, the CLI and the
+//! benchmarks call. Writes go to the single writer ([`Engine`]); reads run on
+//! a pool of read connections and see only committed state. Before a
+//! wallet-scoped read, a wallet with an event due is brought up to date
+//! through the writer, so reads never show stale state (SPEC rule 11); a
+//! background sweep does the same for wallets nobody reads.
+
+use crate::clock::{AdvanceError, Clock};
+use crate::engine::{Engine, Idempotency, Outcome, Render, Reply, Request};
+use crate::error::{Error, Result};
+use crate::ids::Generator;
+use crate::records::{ApiKey, Scope};
+use crate::store::sqlite as db;
+use credstack_core::Instant;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Wallets brought up to date per sweep request.
+const SWEEP_CHUNK: usize = 1000;
+/// Read connections kept open.
+const READERS_MAX: u32 = 16;
+
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    clock: Arc<Clock>,
+    api_keys: RwLock<Vec<ApiKey>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub clock: Clock,
+    pub render: Render,
+}
+
+impl Ledger {
+    /// Opens (creating and migrating) the store in `data_dir` and starts the writer.
+    pub fn open(config: Config) -> std::result::Result<Ledger, String> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        let path = database_path(&config.data_dir);
+        let connection =
+            db::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let api_keys = db::api_keys(&connection).map_err(|e| e.to_string())?;
+        let manager = SqliteConnectionManager::file(&path).with_init(|c| {
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.pragma_update(None, "query_only", true)
+        });
+        let readers = r2d2::Pool::builder()
+            .max_size(READERS_MAX)
+            .min_idle(Some(1))
+            .build(manager)
+            .map_err(|e| e.to_string())?;
+        let clock = Arc::new(config.clock);
+        let (engine, writer) = Engine::start(
+            connection,
+            clock.clone(),
+            Arc::new(Generator::default()),
+            config.render,
+        );
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                engine,
+                readers,
+                clock,
+                api_keys: RwLock::new(api_keys),
+                writer: std::sync::Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    pub fn now(&self) -> Instant {
+        self.inner.clock.now()
+    }
+
+    /// Submits a write and waits until it is durable.
+    pub async fn submit(&self, request: Request, idempotency: Option<Idempotency>) -> Reply {
+        let is_key_change = matches!(
+            request,
+            Request::CreateApiKey { .. } | Request::DeleteApiKey { .. }
+        );
+        let reply = self.inner.engine.submit(request, idempotency).await;
+        if is_key_change && matches!(reply, Reply::Fresh(Ok(_))) {
+            self.reload_api_keys().await;
+        }
+        reply
+    }
+
+    /// Submits a write that carries no idempotency key.
+    pub async fn execute(&self, request: Request) -> Result<Outcome> {
+        match self.submit(request, None).await {
+            Reply::Fresh(result) => result,
+            Reply::Replayed(_) => unreachable!("no idempotency key was given"),
+        }
+    }
+
+    /// Runs a read on a pooled read connection, off the async runtime.
+    pub async fn read<T, F>(&self, query: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = self.inner.readers.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let connection = readers.get().map_err(|error| {
+                tracing::error!(%error, "no read connection");
+                Error::Unavailable
+            })?;
+            query(&connection).map_err(Error::from)
+        })
+        .await;
+        outcome.unwrap_or(Err(Error::Unavailable))
+    }
+
+    /// Brings a wallet up to date before a read if an event is due.
+    pub async fn ensure_current(&self, wallet_id: u128) -> Result<()> {
+        let next = self
+            .read(move |c| db::wallet_next_event_at(c, wallet_id))
+            .await?;
+        if next.is_some_and(|at| at <= self.now()) {
+            self.execute(Request::Materialise {
+                wallet_ids: vec![wallet_id],
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Brings every wallet with an event due up to date. Returns how many
+    /// wallets it touched.
+    pub async fn sweep(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let now = self.now();
+            let due = self
+                .read(move |c| db::due_wallets(c, now, SWEEP_CHUNK))
+                .await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            total += due.len();
+            self.execute(Request::Materialise { wallet_ids: due })
+                .await?;
+        }
+    }
+
+    /// Moves the simulated clock and materialises everything due by then.
+    pub async fn advance_clock(&self, to: Instant) -> std::result::Result<Instant, AdvanceError> {
+        let at = self.inner.clock.advance(to)?;
+        if let Err(error) = self.sweep().await {
+            tracing::warn!(
+                ?error,
+                "sweep after clock advance failed; reads will catch up"
+            );
+        }
+        Ok(at)
+    }
+
+    /// Runs the background sweep and idempotency purge until the process ends.
+    pub fn spawn_background(&self) {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut ticks: u64 = 0;
+            loop {
+                tick.tick().await;
+                ticks += 1;
+                if let Err(error) = ledger.sweep().await {
+                    tracing::warn!(?error, "background sweep failed");
+                }
+                if ticks % 7200 == 1 {
+                    let _ = ledger.execute(Request::PurgeIdempotency).await;
+                }
+            }
+        });
+    }
+
+    /// The key whose secret this is, compared by SHA-256 in constant time.
+    pub fn authenticate(&self, secret: &str) -> Option<ApiKey> {
+        use subtle::ConstantTimeEq;
+        let hash = crate::engine::hash_secret(secret);
+        let keys = self.inner.api_keys.read().expect("key cache lock");
+        keys.iter()
+            .find(|k| bool::from(k.secret_hash.ct_eq(&hash)))
+            .cloned()
+    }
+
+    pub fn has_api_keys(&self) -> bool {
+        !self
+            .inner
+            .api_keys
+            .read()
+            .expect("key cache lock")
+            .is_empty()
+    }
+
+    async fn reload_api_keys(&self) {
+        match self.read(db::api_keys).await {
+            Ok(keys) => *self.inner.api_keys.write().expect("key cache lock") = keys,
+            Err(error) => tracing::error!(?error, "cannot reload API keys"),
+        }
+    }
+
+    /// Makes sure an admin key with this secret exists (the bootstrap key).
+    pub async fn ensure_admin_key(&self, secret: &str) -> Result<()> {
+        if self
+            .authenticate(secret)
+            .is_some_and(|k| k.scope == Scope::Admin)
+        {
+            return Ok(());
+        }
+        self.execute(Request::CreateApiKey {
+            name: "bootstrap".into(),
+            scope: Scope::Admin,
+            secret: secret.to_string(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Stops accepting writes and waits until the writer has committed
+    /// everything it acknowledged.
+    pub fn shutdown(self) {
+        let handle = self.inner.writer.lock().expect("writer handle lock").take();
+        drop(self);
+        if let Some(handle) = handle {
+            // The writer ends when the last engine handle is dropped; other
+            // clones may still be alive in tasks, so do not wait forever.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("credstack.db")
+}
+
+/// A new API key secret: `csk_` and 32 random bytes in hex.
+pub fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("csk_{}", hex::encode(bytes))
+}

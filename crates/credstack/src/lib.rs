@@ -1,0 +1,19 @@
+//! credstack: a credit ledger for usage-based products. One binary serves
+//! the HTTP API and runs the CLI; this library holds the application so that
+//! tests and benchmarks can run it in-process.
+//!
+//! Layers, from the edge in: `http` (wire types, routes) → `ledger` (the
+//! service API) → `engine` (the single writer, group commit) → `store`
+//! (SQL). The domain rules live in the `credstack-core` crate, which does no IO.
+
+pub mod cli;
+pub mod clock;
+pub mod engine;
+pub mod error;
+pub mod history;
+pub mod http;
+pub mod ids;
+pub mod ledger;
+pub mod records;
+pub mod server;
+pub mod store;

@@ -1,0 +1,189 @@
+//! The service's records: what the store keeps around the core's wallet
+//! state (names, metadata, sources, finished objects). Plain data; the HTTP
+//! layer has its own serializable copies.
+
+use credstack_core::{Allocation, Amount, EntryKind, Grant, HoldEnd, Instant, Reservation, Scale};
+use std::collections::BTreeMap;
+
+pub type Metadata = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditSystem {
+    pub id: u128,
+    pub key: String,
+    pub name: String,
+    pub unit: String,
+    pub scale: Scale,
+    pub active: bool,
+    pub created_at: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Customer {
+    pub id: u128,
+    pub name: String,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+    pub metadata: Metadata,
+    pub created_at: Instant,
+}
+
+/// A wallet's identity and settings; its balances live in the core `Wallet`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletInfo {
+    pub id: u128,
+    pub customer_id: u128,
+    pub credit_system_id: u128,
+    pub scale: Scale,
+    pub created_at: Instant,
+}
+
+/// Where a grant came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Added through the API by an operator or integration.
+    Api,
+}
+
+/// A grant with what the core does not need: its wallet, notes and source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub grant: Grant,
+    pub wallet_id: u128,
+    pub scale: Scale,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    pub source: Source,
+    pub created_at: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebitRecord {
+    pub id: u128,
+    pub wallet_id: u128,
+    pub scale: Scale,
+    pub amount: Amount,
+    pub allocations: Vec<Allocation>,
+    pub balance_after: Amount,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    /// The hold this debit captured, if any.
+    pub hold_id: Option<u128>,
+    pub created_at: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldStatus {
+    Active,
+    Captured,
+    Released,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Active => "active",
+            HoldStatus::Captured => "captured",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HoldStatus> {
+        [
+            HoldStatus::Active,
+            HoldStatus::Captured,
+            HoldStatus::Released,
+            HoldStatus::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+impl From<HoldEnd> for HoldStatus {
+    fn from(end: HoldEnd) -> HoldStatus {
+        match end {
+            HoldEnd::Captured => HoldStatus::Captured,
+            HoldEnd::Released => HoldStatus::Released,
+            HoldEnd::Expired => HoldStatus::Expired,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    pub id: u128,
+    pub wallet_id: u128,
+    pub scale: Scale,
+    pub amount: Amount,
+    pub reservations: Vec<Reservation>,
+    pub status: HoldStatus,
+    pub expires_at: Instant,
+    pub debit_id: Option<u128>,
+    pub ended_at: Option<Instant>,
+    pub created_at: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryRecord {
+    pub id: u128,
+    pub wallet_id: u128,
+    pub scale: Scale,
+    pub sequence: u64,
+    pub kind: EntryKind,
+    pub amount: Amount,
+    pub balance_after: Amount,
+    pub occurred_at: Instant,
+    pub grant_id: Option<u128>,
+    /// The prefixed id of what caused the entry.
+    pub reference: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    Read,
+    Usage,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Usage => "usage",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        [Scope::Read, Scope::Usage, Scope::Admin]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: u128,
+    pub name: String,
+    pub scope: Scope,
+    /// SHA-256 of the secret; the secret itself is never stored.
+    pub secret_hash: [u8; 32],
+    pub created_at: Instant,
+}
+
+/// A response kept for an idempotency key (SPEC rule 18).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A list page: items newest first (or in the order asked), and whether more follow.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}

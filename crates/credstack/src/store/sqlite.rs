@@ -1,0 +1,946 @@
+//! The embedded store: one SQLite database file in WAL mode. This module
+//! knows rows and SQL, nothing about HTTP; it maps rows to records and
+//! records to rows, and every function runs inside whatever transaction the
+//! caller holds. Durability: `synchronous = FULL`, so a committed write
+//! survives a crash or power loss.
+
+use crate::ids;
+use crate::records::*;
+use chrono::{DateTime, Utc};
+use credstack_core::{
+    Allocation, Amount, EntryKind, Grant, GrantId, GrantStatus, GrantTerms, Hold, HoldId, Instant,
+    Interval, Period, Purpose, Reservation, Scale, Wallet,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::Path;
+
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+
+/// Opens (creating if needed) the database and migrates it.
+pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    configure(&connection)?;
+    migrate(&connection)?;
+    Ok(connection)
+}
+
+pub fn configure(connection: &Connection) -> rusqlite::Result<()> {
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    let version: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let transaction = connection.unchecked_transaction()?;
+        transaction.execute_batch(sql)?;
+        transaction.pragma_update(None, "user_version", index + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+// ---- value mapping ----------------------------------------------------------
+
+pub fn micros(at: Instant) -> i64 {
+    at.timestamp_micros()
+}
+
+pub fn instant(micros: i64) -> Instant {
+    DateTime::<Utc>::from_timestamp_micros(micros).expect("stored instants are in range")
+}
+
+fn opt_instant(micros: Option<i64>) -> Option<Instant> {
+    micros.map(instant)
+}
+
+fn id_col(row: &Row, index: usize) -> rusqlite::Result<u128> {
+    let bytes: Vec<u8> = row.get(index)?;
+    Ok(ids::from_bytes(&bytes))
+}
+
+fn opt_id_col(row: &Row, index: usize) -> rusqlite::Result<Option<u128>> {
+    let bytes: Option<Vec<u8>> = row.get(index)?;
+    Ok(bytes.map(|b| ids::from_bytes(&b)))
+}
+
+fn opt_id_bytes(id: Option<u128>) -> Option<[u8; 16]> {
+    id.map(ids::to_bytes)
+}
+
+fn scale_col(row: &Row, index: usize) -> rusqlite::Result<Scale> {
+    let places: u8 = row.get(index)?;
+    Ok(Scale::new(places).expect("stored scales are valid"))
+}
+
+fn amount_col(row: &Row, index: usize) -> rusqlite::Result<Amount> {
+    Ok(Amount::from_atomic(row.get(index)?))
+}
+
+fn metadata_json(metadata: &Metadata) -> String {
+    serde_json::to_string(metadata).expect("a string map serializes")
+}
+
+fn metadata_col(row: &Row, index: usize) -> rusqlite::Result<Metadata> {
+    let text: String = row.get(index)?;
+    Ok(serde_json::from_str(&text).expect("stored metadata is a string map"))
+}
+
+/// Allocations and reservations are stored as `[[grant_hex_or_null, atomic], ...]`.
+fn parts_json(parts: impl Iterator<Item = (Option<GrantId>, Amount)>) -> String {
+    let values: Vec<serde_json::Value> = parts
+        .map(|(grant, amount)| {
+            serde_json::json!([grant.map(|g| format!("{:032x}", g.0)), amount.atomic()])
+        })
+        .collect();
+    serde_json::Value::Array(values).to_string()
+}
+
+/// Reservations are stored as `[[grant_hex_or_null, atomic, cycle], ...]`.
+fn reservations_json(reservations: &[Reservation]) -> String {
+    let values: Vec<serde_json::Value> = reservations
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.grant.map(|g| format!("{:032x}", g.0)),
+                r.amount.atomic(),
+                r.cycle
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(values).to_string()
+}
+
+fn reservations_col(row: &Row, index: usize) -> rusqlite::Result<Vec<Reservation>> {
+    let text: String = row.get(index)?;
+    let values: Vec<(Option<String>, i64, u64)> =
+        serde_json::from_str(&text).expect("stored reservations are well formed");
+    Ok(values
+        .into_iter()
+        .map(|(grant, atomic, cycle)| Reservation {
+            grant: grant.map(|hex| {
+                GrantId(u128::from_str_radix(&hex, 16).expect("stored grant ids are hex"))
+            }),
+            amount: Amount::from_atomic(atomic),
+            cycle,
+        })
+        .collect())
+}
+
+fn parts_col(row: &Row, index: usize) -> rusqlite::Result<Vec<(Option<GrantId>, Amount)>> {
+    let text: String = row.get(index)?;
+    let values: Vec<(Option<String>, i64)> =
+        serde_json::from_str(&text).expect("stored parts are well formed");
+    Ok(values
+        .into_iter()
+        .map(|(grant, atomic)| {
+            let grant = grant.map(|hex| {
+                GrantId(u128::from_str_radix(&hex, 16).expect("stored grant ids are hex"))
+            });
+            (grant, Amount::from_atomic(atomic))
+        })
+        .collect())
+}
+
+// ---- credit systems -----------------------------------------------------------
+
+const CREDIT_SYSTEM_COLUMNS: &str = "id, key, name, unit, scale, active, created_at";
+
+fn credit_system_row(row: &Row) -> rusqlite::Result<CreditSystem> {
+    Ok(CreditSystem {
+        id: id_col(row, 0)?,
+        key: row.get(1)?,
+        name: row.get(2)?,
+        unit: row.get(3)?,
+        scale: scale_col(row, 4)?,
+        active: row.get(5)?,
+        created_at: instant(row.get(6)?),
+    })
+}
+
+pub fn credit_system(c: &Connection, id: u128) -> rusqlite::Result<Option<CreditSystem>> {
+    c.prepare_cached(&format!(
+        "SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], credit_system_row)
+    .optional()
+}
+
+pub fn credit_system_by_key(c: &Connection, key: &str) -> rusqlite::Result<Option<CreditSystem>> {
+    c.prepare_cached(&format!(
+        "SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE key = ?"
+    ))?
+    .query_row([key], credit_system_row)
+    .optional()
+}
+
+pub fn list_credit_systems(
+    c: &Connection,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<CreditSystem>> {
+    let sql = format!(
+        "SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE id < ? ORDER BY id DESC LIMIT ?"
+    );
+    page(c, &sql, &[], limit, starting_after, credit_system_row)
+}
+
+pub fn upsert_credit_system(c: &Connection, cs: &CreditSystem) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO credit_systems (id, key, name, unit, scale, active, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, active = excluded.active",
+    )?
+    .execute(params![
+        ids::to_bytes(cs.id),
+        cs.key,
+        cs.name,
+        cs.unit,
+        cs.scale.places(),
+        cs.active,
+        micros(cs.created_at)
+    ])?;
+    Ok(())
+}
+
+// ---- customers ----------------------------------------------------------------
+
+const CUSTOMER_COLUMNS: &str = "id, name, email, external_id, metadata, created_at";
+
+fn customer_row(row: &Row) -> rusqlite::Result<Customer> {
+    Ok(Customer {
+        id: id_col(row, 0)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        external_id: row.get(3)?,
+        metadata: metadata_col(row, 4)?,
+        created_at: instant(row.get(5)?),
+    })
+}
+
+pub fn customer(c: &Connection, id: u128) -> rusqlite::Result<Option<Customer>> {
+    c.prepare_cached(&format!(
+        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], customer_row)
+    .optional()
+}
+
+pub fn customer_by_external_id(
+    c: &Connection,
+    external_id: &str,
+) -> rusqlite::Result<Option<Customer>> {
+    c.prepare_cached(&format!(
+        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE external_id = ?"
+    ))?
+    .query_row([external_id], customer_row)
+    .optional()
+}
+
+/// Customers newest first; `query` matches name, email or external id,
+/// case-insensitively, as a substring.
+pub fn list_customers(
+    c: &Connection,
+    query: Option<&str>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<Customer>> {
+    match query {
+        None => {
+            let sql = format!(
+                "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id < ? ORDER BY id DESC LIMIT ?"
+            );
+            page(c, &sql, &[], limit, starting_after, customer_row)
+        }
+        Some(query) => {
+            let pattern = format!("%{}%", like_escape(&query.to_lowercase()));
+            let sql = format!(
+                "SELECT {CUSTOMER_COLUMNS} FROM customers
+                 WHERE (lower(name) LIKE ?1 ESCAPE '\\' OR lower(coalesce(email, '')) LIKE ?1 ESCAPE '\\'
+                        OR lower(coalesce(external_id, '')) LIKE ?1 ESCAPE '\\')
+                   AND id < ?2 ORDER BY id DESC LIMIT ?3"
+            );
+            page(c, &sql, &[&pattern], limit, starting_after, customer_row)
+        }
+    }
+}
+
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+pub fn upsert_customer(c: &Connection, customer: &Customer) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO customers (id, name, email, external_id, metadata, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
+            external_id = excluded.external_id, metadata = excluded.metadata",
+    )?
+    .execute(params![
+        ids::to_bytes(customer.id),
+        customer.name,
+        customer.email,
+        customer.external_id,
+        metadata_json(&customer.metadata),
+        micros(customer.created_at)
+    ])?;
+    Ok(())
+}
+
+// ---- wallets ------------------------------------------------------------------
+
+const WALLET_INFO_COLUMNS: &str = "id, customer_id, credit_system_id, scale, created_at";
+
+fn wallet_info_row(row: &Row) -> rusqlite::Result<WalletInfo> {
+    Ok(WalletInfo {
+        id: id_col(row, 0)?,
+        customer_id: id_col(row, 1)?,
+        credit_system_id: id_col(row, 2)?,
+        scale: scale_col(row, 3)?,
+        created_at: instant(row.get(4)?),
+    })
+}
+
+pub fn wallet_info(c: &Connection, id: u128) -> rusqlite::Result<Option<WalletInfo>> {
+    c.prepare_cached(&format!(
+        "SELECT {WALLET_INFO_COLUMNS} FROM wallets WHERE id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], wallet_info_row)
+    .optional()
+}
+
+pub fn wallet_by_owner(
+    c: &Connection,
+    customer_id: u128,
+    credit_system_id: u128,
+) -> rusqlite::Result<Option<WalletInfo>> {
+    c.prepare_cached(&format!(
+        "SELECT {WALLET_INFO_COLUMNS} FROM wallets WHERE customer_id = ? AND credit_system_id = ?"
+    ))?
+    .query_row(
+        [ids::to_bytes(customer_id), ids::to_bytes(credit_system_id)],
+        wallet_info_row,
+    )
+    .optional()
+}
+
+pub fn list_wallets(
+    c: &Connection,
+    customer_id: Option<u128>,
+    credit_system_id: Option<u128>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<WalletInfo>> {
+    let customer = customer_id.map(ids::to_bytes);
+    let credit_system = credit_system_id.map(ids::to_bytes);
+    let sql = format!(
+        "SELECT {WALLET_INFO_COLUMNS} FROM wallets
+         WHERE (?1 IS NULL OR customer_id = ?1) AND (?2 IS NULL OR credit_system_id = ?2)
+           AND id < ?3 ORDER BY id DESC LIMIT ?4"
+    );
+    page(
+        c,
+        &sql,
+        &[&customer, &credit_system],
+        limit,
+        starting_after,
+        wallet_info_row,
+    )
+}
+
+/// The live state of a wallet: settings, balances, live grants, active holds.
+pub fn load_wallet(c: &Connection, id: u128) -> rusqlite::Result<Option<(WalletInfo, Wallet)>> {
+    let key = ids::to_bytes(id);
+    let head = c
+        .prepare_cached(&format!(
+            "SELECT {WALLET_INFO_COLUMNS}, overdraft_limit, debt, balance, last_sequence
+             FROM wallets WHERE id = ?"
+        ))?
+        .query_row([key], |row| {
+            let info = wallet_info_row(row)?;
+            let wallet = Wallet {
+                overdraft_limit: amount_col(row, 5)?,
+                debt: amount_col(row, 6)?,
+                balance: amount_col(row, 7)?,
+                last_sequence: row.get(8)?,
+                grants: Vec::new(),
+                holds: Vec::new(),
+            };
+            Ok((info, wallet))
+        })
+        .optional()?;
+    let Some((info, mut wallet)) = head else {
+        return Ok(None);
+    };
+    wallet.grants = c
+        .prepare_cached(&format!(
+            "SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = ? AND g.live = 1"
+        ))?
+        .query_map([key], |row| Ok(grant_row(row)?.grant))?
+        .collect::<rusqlite::Result<_>>()?;
+    wallet.holds = c
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLUMNS} FROM holds h WHERE h.wallet_id = ? AND h.status = 'active'"
+        ))?
+        .query_map([key], |row| {
+            let record = hold_row(row)?;
+            Ok(Hold {
+                id: HoldId(record.id),
+                amount: record.amount,
+                expires_at: record.expires_at,
+                reservations: record.reservations,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    wallet.grants.sort_by_key(|g| g.id);
+    wallet.holds.sort_by_key(|h| h.id);
+    Ok(Some((info, wallet)))
+}
+
+pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO wallets (id, customer_id, credit_system_id, scale, overdraft_limit, debt,
+            balance, last_sequence, next_event_at, created_at)
+         VALUES (?, ?, ?, ?, ?, 0, 0, 0, NULL, ?)",
+    )?
+    .execute(params![
+        ids::to_bytes(info.id),
+        ids::to_bytes(info.customer_id),
+        ids::to_bytes(info.credit_system_id),
+        info.scale.places(),
+        wallet.overdraft_limit.atomic(),
+        micros(info.created_at)
+    ])?;
+    Ok(())
+}
+
+pub fn update_wallet_state(c: &Connection, id: u128, wallet: &Wallet) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE wallets SET overdraft_limit = ?, debt = ?, balance = ?, last_sequence = ?,
+            next_event_at = ? WHERE id = ?",
+    )?
+    .execute(params![
+        wallet.overdraft_limit.atomic(),
+        wallet.debt.atomic(),
+        wallet.balance.atomic(),
+        wallet.last_sequence,
+        wallet.next_event_at().map(micros),
+        ids::to_bytes(id)
+    ])?;
+    Ok(())
+}
+
+/// Wallets with an event due at or before `now`, soonest first.
+pub fn due_wallets(c: &Connection, now: Instant, limit: usize) -> rusqlite::Result<Vec<u128>> {
+    c.prepare_cached(
+        "SELECT id FROM wallets WHERE next_event_at IS NOT NULL AND next_event_at <= ?
+         ORDER BY next_event_at LIMIT ?",
+    )?
+    .query_map(params![micros(now), limit as i64], |row| id_col(row, 0))?
+    .collect()
+}
+
+/// When the wallet next has an event due, as last committed.
+pub fn wallet_next_event_at(c: &Connection, id: u128) -> rusqlite::Result<Option<Instant>> {
+    let value: Option<Option<i64>> = c
+        .prepare_cached("SELECT next_event_at FROM wallets WHERE id = ?")?
+        .query_row([ids::to_bytes(id)], |row| row.get(0))
+        .optional()?;
+    Ok(value.flatten().map(instant))
+}
+
+// ---- grants -------------------------------------------------------------------
+
+const GRANT_COLUMNS: &str = "g.id, g.wallet_id, g.amount, g.purpose, g.priority, g.effective_at,
+    g.expires_at, g.recurrence_interval, g.recurrence_count, g.rollover_max, g.remaining, g.held,
+    g.cycle, g.status, g.ended_at, g.description, g.metadata, g.source, g.created_at,
+    (SELECT scale FROM wallets w WHERE w.id = g.wallet_id)";
+
+fn grant_row(row: &Row) -> rusqlite::Result<GrantRecord> {
+    let interval: Option<String> = row.get(7)?;
+    let count: Option<u32> = row.get(8)?;
+    let recurrence = match (interval, count) {
+        (Some(interval), Some(count)) => Some(
+            Period::new(Interval::parse(&interval).expect("stored interval"), count)
+                .expect("stored period"),
+        ),
+        _ => None,
+    };
+    let purpose: String = row.get(3)?;
+    let status: String = row.get(13)?;
+    let source: String = row.get(17)?;
+    let grant = Grant {
+        id: GrantId(id_col(row, 0)?),
+        terms: GrantTerms {
+            amount: amount_col(row, 2)?,
+            purpose: Purpose::parse(&purpose).expect("stored purpose"),
+            priority: row.get(4)?,
+            effective_at: instant(row.get(5)?),
+            expires_at: opt_instant(row.get(6)?),
+            recurrence,
+            rollover_max: amount_col(row, 9)?,
+        },
+        remaining: amount_col(row, 10)?,
+        held: amount_col(row, 11)?,
+        cycle: row.get(12)?,
+        status: GrantStatus::parse(&status).expect("stored status"),
+        ended_at: opt_instant(row.get(14)?),
+    };
+    Ok(GrantRecord {
+        grant,
+        wallet_id: id_col(row, 1)?,
+        description: row.get(15)?,
+        metadata: metadata_col(row, 16)?,
+        source: match source.as_str() {
+            _ => Source::Api,
+        },
+        created_at: instant(row.get(18)?),
+        scale: scale_col(row, 19)?,
+    })
+}
+
+pub fn grant(c: &Connection, id: u128) -> rusqlite::Result<Option<GrantRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants g WHERE g.id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], grant_row)
+    .optional()
+}
+
+/// Grants of a wallet newest first, optionally only those whose stored
+/// status is `status` (`depleted` is an active grant with nothing left).
+pub fn list_grants(
+    c: &Connection,
+    wallet_id: u128,
+    status: Option<&str>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<GrantRecord>> {
+    let wallet = ids::to_bytes(wallet_id);
+    let status = status.map(str::to_string);
+    let sql = format!(
+        "SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = ?1
+           AND (?2 IS NULL
+                OR (?2 = 'depleted' AND g.status = 'active' AND g.remaining = 0)
+                OR (?2 = 'active' AND g.status = 'active' AND g.remaining > 0)
+                OR (?2 NOT IN ('active', 'depleted') AND g.status = ?2))
+           AND g.id < ?3 ORDER BY g.id DESC LIMIT ?4"
+    );
+    page(
+        c,
+        &sql,
+        &[&wallet, &status],
+        limit,
+        starting_after,
+        grant_row,
+    )
+}
+
+pub fn insert_grant(c: &Connection, record: &GrantRecord) -> rusqlite::Result<()> {
+    let g = &record.grant;
+    c.prepare_cached(
+        "INSERT INTO grants (id, wallet_id, amount, purpose, priority, effective_at, expires_at,
+            recurrence_interval, recurrence_count, rollover_max, remaining, held, cycle, status,
+            ended_at, live, description, metadata, source, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'api', ?)",
+    )?
+    .execute(params![
+        ids::to_bytes(g.id.0),
+        ids::to_bytes(record.wallet_id),
+        g.terms.amount.atomic(),
+        g.terms.purpose.as_str(),
+        g.terms.priority,
+        micros(g.terms.effective_at),
+        g.terms.expires_at.map(micros),
+        g.terms.recurrence.map(|p| p.interval.as_str()),
+        g.terms.recurrence.map(|p| p.count),
+        g.terms.rollover_max.atomic(),
+        g.remaining.atomic(),
+        g.held.atomic(),
+        g.cycle,
+        g.status.as_str(),
+        g.ended_at.map(micros),
+        g.is_live(),
+        record.description,
+        metadata_json(&record.metadata),
+        micros(record.created_at)
+    ])?;
+    Ok(())
+}
+
+/// Writes what changes on a grant after creation.
+pub fn update_grant_state(c: &Connection, grant: &Grant) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "UPDATE grants SET remaining = ?, held = ?, cycle = ?, status = ?, ended_at = ?, live = ?
+         WHERE id = ?",
+    )?
+    .execute(params![
+        grant.remaining.atomic(),
+        grant.held.atomic(),
+        grant.cycle,
+        grant.status.as_str(),
+        grant.ended_at.map(micros),
+        grant.is_live(),
+        ids::to_bytes(grant.id.0)
+    ])?;
+    Ok(())
+}
+
+// ---- holds --------------------------------------------------------------------
+
+const HOLD_COLUMNS: &str = "h.id, h.wallet_id, h.amount, h.reservations, h.status, h.expires_at,
+    h.debit_id, h.ended_at, h.created_at, (SELECT scale FROM wallets w WHERE w.id = h.wallet_id)";
+
+fn hold_row(row: &Row) -> rusqlite::Result<HoldRecord> {
+    let status: String = row.get(4)?;
+    Ok(HoldRecord {
+        id: id_col(row, 0)?,
+        wallet_id: id_col(row, 1)?,
+        amount: amount_col(row, 2)?,
+        reservations: reservations_col(row, 3)?,
+        status: HoldStatus::parse(&status).expect("stored hold status"),
+        expires_at: instant(row.get(5)?),
+        debit_id: opt_id_col(row, 6)?,
+        ended_at: opt_instant(row.get(7)?),
+        created_at: instant(row.get(8)?),
+        scale: scale_col(row, 9)?,
+    })
+}
+
+pub fn hold(c: &Connection, id: u128) -> rusqlite::Result<Option<HoldRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {HOLD_COLUMNS} FROM holds h WHERE h.id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], hold_row)
+    .optional()
+}
+
+pub fn insert_hold(c: &Connection, hold: &HoldRecord) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO holds (id, wallet_id, amount, reservations, status, expires_at, debit_id,
+            ended_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ids::to_bytes(hold.id),
+        ids::to_bytes(hold.wallet_id),
+        hold.amount.atomic(),
+        reservations_json(&hold.reservations),
+        hold.status.as_str(),
+        micros(hold.expires_at),
+        opt_id_bytes(hold.debit_id),
+        hold.ended_at.map(micros),
+        micros(hold.created_at)
+    ])?;
+    Ok(())
+}
+
+pub fn finish_hold(
+    c: &Connection,
+    id: u128,
+    status: HoldStatus,
+    debit_id: Option<u128>,
+    ended_at: Instant,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE holds SET status = ?, debit_id = ?, ended_at = ? WHERE id = ?")?
+        .execute(params![
+            status.as_str(),
+            opt_id_bytes(debit_id),
+            micros(ended_at),
+            ids::to_bytes(id)
+        ])?;
+    Ok(())
+}
+
+// ---- debits -------------------------------------------------------------------
+
+const DEBIT_COLUMNS: &str = "d.id, d.wallet_id, d.amount, d.allocations, d.balance_after,
+    d.description, d.metadata, d.hold_id, d.created_at,
+    (SELECT scale FROM wallets w WHERE w.id = d.wallet_id)";
+
+fn debit_row(row: &Row) -> rusqlite::Result<DebitRecord> {
+    Ok(DebitRecord {
+        id: id_col(row, 0)?,
+        wallet_id: id_col(row, 1)?,
+        amount: amount_col(row, 2)?,
+        allocations: parts_col(row, 3)?
+            .into_iter()
+            .map(|(grant, amount)| Allocation { grant, amount })
+            .collect(),
+        balance_after: amount_col(row, 4)?,
+        description: row.get(5)?,
+        metadata: metadata_col(row, 6)?,
+        hold_id: opt_id_col(row, 7)?,
+        created_at: instant(row.get(8)?),
+        scale: scale_col(row, 9)?,
+    })
+}
+
+pub fn debit(c: &Connection, id: u128) -> rusqlite::Result<Option<DebitRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {DEBIT_COLUMNS} FROM debits d WHERE d.id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], debit_row)
+    .optional()
+}
+
+pub fn list_debits(
+    c: &Connection,
+    wallet_id: u128,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<DebitRecord>> {
+    let wallet = ids::to_bytes(wallet_id);
+    let sql = format!(
+        "SELECT {DEBIT_COLUMNS} FROM debits d WHERE d.wallet_id = ?1 AND d.id < ?2
+         ORDER BY d.id DESC LIMIT ?3"
+    );
+    page(c, &sql, &[&wallet], limit, starting_after, debit_row)
+}
+
+pub fn insert_debit(c: &Connection, debit: &DebitRecord) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
+            metadata, hold_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ids::to_bytes(debit.id),
+        ids::to_bytes(debit.wallet_id),
+        debit.amount.atomic(),
+        parts_json(debit.allocations.iter().map(|a| (a.grant, a.amount))),
+        debit.balance_after.atomic(),
+        debit.description,
+        metadata_json(&debit.metadata),
+        opt_id_bytes(debit.hold_id),
+        micros(debit.created_at)
+    ])?;
+    Ok(())
+}
+
+// ---- entries ------------------------------------------------------------------
+
+const ENTRY_COLUMNS: &str = "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.balance_after,
+    e.occurred_at, e.grant_id, e.reference, (SELECT scale FROM wallets w WHERE w.id = e.wallet_id)";
+
+fn entry_row(row: &Row) -> rusqlite::Result<EntryRecord> {
+    let kind: String = row.get(3)?;
+    Ok(EntryRecord {
+        id: id_col(row, 0)?,
+        wallet_id: id_col(row, 1)?,
+        sequence: row.get(2)?,
+        kind: EntryKind::parse(&kind).expect("stored entry type"),
+        amount: amount_col(row, 4)?,
+        balance_after: amount_col(row, 5)?,
+        occurred_at: instant(row.get(6)?),
+        grant_id: opt_id_col(row, 7)?,
+        reference: row.get(8)?,
+        scale: scale_col(row, 9)?,
+    })
+}
+
+pub fn insert_entry(c: &Connection, entry: &EntryRecord) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after, occurred_at,
+            grant_id, reference)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ids::to_bytes(entry.wallet_id),
+        entry.sequence,
+        ids::to_bytes(entry.id),
+        entry.kind.as_str(),
+        entry.amount.atomic(),
+        entry.balance_after.atomic(),
+        micros(entry.occurred_at),
+        opt_id_bytes(entry.grant_id),
+        entry.reference
+    ])?;
+    Ok(())
+}
+
+/// The wallet's ledger by sequence, `ascending` or newest first, after the
+/// entry `starting_after` in that order.
+pub fn list_entries(
+    c: &Connection,
+    wallet_id: u128,
+    ascending: bool,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<EntryRecord>> {
+    let wallet = ids::to_bytes(wallet_id);
+    let cursor: Option<u64> = match starting_after {
+        None => None,
+        Some(id) => c
+            .prepare_cached("SELECT sequence FROM entries WHERE id = ? AND wallet_id = ?")?
+            .query_row(params![ids::to_bytes(id), wallet], |row| row.get(0))
+            .optional()?,
+    };
+    let (comparison, order, start) = if ascending {
+        (">", "ASC", cursor.unwrap_or(0) as i64)
+    } else {
+        ("<", "DESC", cursor.map_or(i64::MAX, |s| s as i64))
+    };
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.wallet_id = ? AND e.sequence {comparison} ?
+         ORDER BY e.sequence {order} LIMIT ?"
+    );
+    let mut items: Vec<EntryRecord> = c
+        .prepare_cached(&sql)?
+        .query_map(params![wallet, start, limit as i64 + 1], entry_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, has_more })
+}
+
+/// The balance after the last entry at or before `at` (SPEC rule 17).
+pub fn balance_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::Result<Amount> {
+    let value: Option<i64> = c
+        .prepare_cached(
+            "SELECT balance_after FROM entries WHERE wallet_id = ? AND occurred_at <= ?
+             ORDER BY occurred_at DESC, sequence DESC LIMIT 1",
+        )?
+        .query_row(params![ids::to_bytes(wallet_id), micros(at)], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(Amount::from_atomic(value.unwrap_or(0)))
+}
+
+/// Each grant's remainder at `at`, summed from its entries (SPEC rule 17).
+pub fn grant_remainders_at(
+    c: &Connection,
+    wallet_id: u128,
+    at: Instant,
+) -> rusqlite::Result<Vec<(u128, Amount)>> {
+    c.prepare_cached(
+        "SELECT grant_id, sum(amount) FROM entries
+         WHERE wallet_id = ? AND occurred_at <= ? AND grant_id IS NOT NULL
+         GROUP BY grant_id ORDER BY grant_id",
+    )?
+    .query_map(params![ids::to_bytes(wallet_id), micros(at)], |row| {
+        Ok((id_col(row, 0)?, amount_col(row, 1)?))
+    })?
+    .collect()
+}
+
+// ---- api keys -----------------------------------------------------------------
+
+fn api_key_row(row: &Row) -> rusqlite::Result<ApiKey> {
+    let scope: String = row.get(2)?;
+    let hash: Vec<u8> = row.get(3)?;
+    Ok(ApiKey {
+        id: id_col(row, 0)?,
+        name: row.get(1)?,
+        scope: Scope::parse(&scope).expect("stored scope"),
+        secret_hash: hash.try_into().expect("stored hashes are 32 bytes"),
+        created_at: instant(row.get(4)?),
+    })
+}
+
+pub fn api_keys(c: &Connection) -> rusqlite::Result<Vec<ApiKey>> {
+    c.prepare_cached(
+        "SELECT id, name, scope, secret_hash, created_at FROM api_keys ORDER BY id DESC",
+    )?
+    .query_map([], api_key_row)?
+    .collect()
+}
+
+pub fn insert_api_key(c: &Connection, key: &ApiKey) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO api_keys (id, name, scope, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ids::to_bytes(key.id),
+        key.name,
+        key.scope.as_str(),
+        key.secret_hash.as_slice(),
+        micros(key.created_at)
+    ])?;
+    Ok(())
+}
+
+pub fn delete_api_key(c: &Connection, id: u128) -> rusqlite::Result<bool> {
+    let deleted = c
+        .prepare_cached("DELETE FROM api_keys WHERE id = ?")?
+        .execute([ids::to_bytes(id)])?;
+    Ok(deleted > 0)
+}
+
+// ---- idempotency ----------------------------------------------------------------
+
+pub fn idempotency(
+    c: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<([u8; 32], StoredResponse)>> {
+    c.prepare_cached("SELECT fingerprint, status, body FROM idempotency_keys WHERE key = ?")?
+        .query_row([key], |row| {
+            let fingerprint: Vec<u8> = row.get(0)?;
+            Ok((
+                fingerprint.try_into().expect("fingerprints are 32 bytes"),
+                StoredResponse {
+                    status: row.get(1)?,
+                    body: row.get(2)?,
+                },
+            ))
+        })
+        .optional()
+}
+
+pub fn insert_idempotency(
+    c: &Connection,
+    key: &str,
+    fingerprint: &[u8; 32],
+    response: &StoredResponse,
+    at: Instant,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        key,
+        fingerprint.as_slice(),
+        response.status,
+        response.body,
+        micros(at)
+    ])?;
+    Ok(())
+}
+
+pub fn purge_idempotency(c: &Connection, before: Instant) -> rusqlite::Result<usize> {
+    c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?")?
+        .execute([micros(before)])
+}
+
+// ---- paging -------------------------------------------------------------------
+
+/// Runs a list query whose last two placeholders are the id cursor and the
+/// limit, fetching one extra row to learn whether more follow.
+fn page<T>(
+    c: &Connection,
+    sql: &str,
+    leading: &[&dyn rusqlite::ToSql],
+    limit: usize,
+    starting_after: Option<u128>,
+    map: fn(&Row) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Page<T>> {
+    let cursor = ids::to_bytes(starting_after.unwrap_or(u128::MAX));
+    let fetch = limit as i64 + 1;
+    let mut all: Vec<&dyn rusqlite::ToSql> = leading.to_vec();
+    all.push(&cursor);
+    all.push(&fetch);
+    let mut items: Vec<T> = c
+        .prepare_cached(sql)?
+        .query_map(all.as_slice(), map)?
+        .collect::<rusqlite::Result<_>>()?;
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, has_more })
+}
