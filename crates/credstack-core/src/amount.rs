@@ -265,8 +265,10 @@ mod tests {
         #[test]
         fn format_then_parse_is_identity(atomic in -1_000_000_000_000_000_000_i64..=1_000_000_000_000_000_000, places in 0u8..=6) {
             let scale = scale(places);
-            let amount = Amount::from_atomic(atomic);
-            proptest::prop_assume!(atomic.unsigned_abs() <= scale.max_magnitude().unsigned_abs());
+            // Fold into the scale's range instead of rejecting: at scale 0 almost
+            // every generated value was out of range, and proptest aborted the
+            // test with "Too many global rejects".
+            let amount = Amount::from_atomic(atomic % (scale.max_magnitude() + 1));
             proptest::prop_assert_eq!(Amount::parse(&amount.format(scale), scale), Ok(amount));
         }
 

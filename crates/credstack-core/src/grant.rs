@@ -57,11 +57,22 @@ pub struct GrantTerms {
 impl GrantTerms {
     pub const PRIORITY_MAX: u8 = 100;
 
-    /// The most this grant can ever hold: a cycle's amount plus what it may
-    /// carry. Summed over a wallet's grants it bounds every balance, which is
-    /// how the wallet proves its arithmetic cannot overflow.
+    /// The most this grant can ever hold. Summed over a wallet's grants it
+    /// bounds every balance, which is how the wallet proves its arithmetic
+    /// cannot overflow.
+    ///
+    /// Fix: this used to be `amount + rollover_max`, but what active holds
+    /// reserved stays in `remaining` across a renewal (until captured or
+    /// forfeited), on top of `amount + carried`. Holds last at most 24 hours
+    /// and cycles at least a day, so a hold spans at most one renewal and the
+    /// held part is at most the previous cycle's `amount + rollover_max`:
+    /// a recurring grant can hold up to `2·amount + rollover_max`.
     pub fn capacity(&self) -> Option<Amount> {
-        self.amount.checked_add(self.rollover_max)
+        let cycle = self.amount.checked_add(self.rollover_max)?;
+        match self.recurrence {
+            Some(_) => cycle.checked_add(self.amount),
+            None => Some(cycle),
+        }
     }
 
     /// Start of cycle `cycle` (1-based).

@@ -82,6 +82,11 @@ pub struct Entry {
 pub struct Reservation {
     pub grant: Option<GrantId>,
     pub amount: Amount,
+    /// The grant's cycle when the reservation was taken (0 for overdraft).
+    /// A reservation that outlives its cycle's renewal stays capturable, but
+    /// on release or expiry it is forfeited, not returned to the new cycle:
+    /// otherwise held balance would escape the renewal's forfeit (SPEC rule 10).
+    pub cycle: u64,
 }
 
 /// Part of a debit: from a grant, or into debt when `grant` is None.
@@ -412,11 +417,10 @@ impl Wallet {
         validate_terms(&terms, now)?;
         // Every remainder is bounded by its grant's capacity, so a wallet
         // whose capacities sum inside i64 can never overflow a balance.
-        let mut capacity = terms.capacity();
-        for grant in &self.grants {
-            capacity = capacity.and_then(|total| total.checked_add(grant.terms.capacity()?));
-        }
-        if capacity.is_none() {
+        if self
+            .capacity_with(terms.capacity(), self.overdraft_limit)
+            .is_none()
+        {
             return Err(Rejection::CapacityExceeded);
         }
         self.grants.push(Grant::new(id, terms));
@@ -460,8 +464,10 @@ impl Wallet {
     ) -> Result<(), Rejection> {
         self.materialise(now, changes);
         assert!(amount.is_positive(), "hold amounts are validated positive");
-        let seconds = (expires_at - now).num_seconds();
-        if expires_at <= now || seconds > HOLD_SECONDS_MAX {
+        // Fix: compared whole seconds (`num_seconds()` truncates), which let a
+        // hold last up to 24 hours + 999,999µs; rule 12 says at most 24 hours.
+        let longest = chrono::Duration::seconds(HOLD_SECONDS_MAX);
+        if expires_at <= now || expires_at - now > longest {
             return Err(Rejection::invalid(
                 "expires_in_seconds",
                 format!("must be between 1 and {HOLD_SECONDS_MAX} seconds"),
@@ -480,6 +486,7 @@ impl Wallet {
             .map(|a| Reservation {
                 grant: a.grant,
                 amount: a.amount,
+                cycle: a.grant.and_then(|id| self.grant(id)).map_or(0, |g| g.cycle),
             })
             .collect();
         for reservation in &reservations {
@@ -624,12 +631,28 @@ impl Wallet {
         if limit.atomic() < self.debt.atomic() + self.overdraft_held().atomic() {
             return Err(Rejection::OverdraftBelowDebt);
         }
+        if self.capacity_with(Some(Amount::ZERO), limit).is_none() {
+            return Err(Rejection::CapacityExceeded);
+        }
         self.overdraft_limit = limit;
         self.assert_invariants();
         Ok(())
     }
 
     // ---- steps -------------------------------------------------------------
+
+    /// The capacity of every live grant plus `extra` plus the overdraft
+    /// `limit`, or `None` past i64. Fix: the overdraft limit used to be left
+    /// out, but held amounts and the spendable sum add it to what grants hold
+    /// (`held()`, `spendable()`, `summary()`), so an oversized limit could
+    /// overflow them (SPEC rule 1: no arithmetic may wrap or panic).
+    fn capacity_with(&self, extra: Option<Amount>, limit: Amount) -> Option<Amount> {
+        let mut total = extra?.checked_add(limit)?;
+        for grant in &self.grants {
+            total = total.checked_add(grant.terms.capacity()?)?;
+        }
+        Some(total)
+    }
 
     fn grant_mut(&mut self, id: GrantId) -> &mut Grant {
         self.grants
@@ -783,6 +806,8 @@ impl Wallet {
 
     /// SPEC rule 10: carry `min(unheld, rollover_max)`, forfeit the rest of
     /// the unheld remainder, start the new cycle with `amount + carried`.
+    /// What active holds reserved stays in `remaining` (still capturable) and
+    /// is forfeited when the hold is released or expires (`finish_hold`).
     fn renew(&mut self, index: usize, at: Instant, changes: &mut Changes) {
         let grant = &self.grants[index];
         let unheld = grant.unheld();
@@ -819,7 +844,8 @@ impl Wallet {
     }
 
     /// Ends a hold: what was reserved and not captured returns to its grant,
-    /// or is forfeited when that grant has ended.
+    /// or is forfeited when that grant has ended or has renewed since the
+    /// reservation was taken (the reserved cycle is over, SPEC rules 10, 13).
     fn finish_hold(&mut self, hold_id: HoldId, end: HoldEnd, at: Instant, changes: &mut Changes) {
         let index = self
             .holds
@@ -841,7 +867,10 @@ impl Wallet {
                 .expect("live");
             let grant = &mut self.grants[grant_index];
             grant.held = Amount::from_atomic(grant.held.atomic() - reservation.amount.atomic());
-            if grant.is_ended() {
+            // Fix: a reservation from an earlier cycle used to flow back into
+            // the current cycle, so a hold spanning a renewal carried its amount
+            // past `rollover_max` (and a grant could grow every cycle).
+            if grant.is_ended() || reservation.cycle < grant.cycle {
                 let kind = if grant.status == GrantStatus::Voided {
                     EntryKind::Void
                 } else {
