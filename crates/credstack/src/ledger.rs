@@ -33,7 +33,6 @@ struct Inner {
     readers: r2d2::Pool<SqliteConnectionManager>,
     clock: Arc<Clock>,
     api_keys: RwLock<Vec<ApiKey>>,
-    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 pub struct Config {
@@ -65,7 +64,7 @@ impl Ledger {
             .build(manager)
             .map_err(|e| e.to_string())?;
         let clock = Arc::new(config.clock);
-        let (engine, writer) = Engine::start(
+        let (engine, _writer) = Engine::start(
             connection,
             clock.clone(),
             Arc::new(Generator::default()),
@@ -77,7 +76,6 @@ impl Ledger {
                 readers,
                 clock,
                 api_keys: RwLock::new(api_keys),
-                writer: std::sync::Mutex::new(Some(writer)),
             }),
         })
     }
@@ -233,21 +231,6 @@ impl Ledger {
         })
         .await
         .map(|_| ())
-    }
-
-    /// Stops accepting writes and waits until the writer has committed
-    /// everything it acknowledged.
-    pub fn shutdown(self) {
-        let handle = self.inner.writer.lock().expect("writer handle lock").take();
-        drop(self);
-        if let Some(handle) = handle {
-            // The writer ends when the last engine handle is dropped; other
-            // clones may still be alive in tasks, so do not wait forever.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !handle.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
     }
 }
 

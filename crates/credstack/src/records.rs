@@ -45,6 +45,21 @@ pub enum Source {
     Api,
 }
 
+impl Source {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::Api => "api",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Source> {
+        match text {
+            "api" => Some(Source::Api),
+            _ => None,
+        }
+    }
+}
+
 /// A grant with what the core does not need: its wallet, notes and source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrantRecord {

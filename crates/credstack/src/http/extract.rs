@@ -58,8 +58,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        let deserializer = &mut serde_json::Deserializer::from_slice(text);
-        let value = serde_path_to_error::deserialize(deserializer).map_err(json_error)?;
+        let mut deserializer = serde_json::Deserializer::from_slice(text);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
+        // Fix: anything after the JSON value (`{"amount": "1"} trailing`) used
+        // to be ignored, so a malformed body was applied as if it were valid.
+        deserializer.end().map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {error}"),
+            )
+        })?;
         Ok(JsonBody { value, raw })
     }
 }

@@ -411,7 +411,9 @@ impl GrantWire {
             ended_at: opt_time(grant.ended_at),
             description: record.description.clone(),
             metadata: record.metadata.clone(),
-            source: GrantSource { kind: "api" },
+            source: GrantSource {
+                kind: record.source.as_str(),
+            },
             created_at: time(record.created_at),
         }
     }

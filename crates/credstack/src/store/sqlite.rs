@@ -496,9 +496,7 @@ fn grant_row(row: &Row) -> rusqlite::Result<GrantRecord> {
         wallet_id: id_col(row, 1)?,
         description: row.get(15)?,
         metadata: metadata_col(row, 16)?,
-        source: match source.as_str() {
-            _ => Source::Api,
-        },
+        source: Source::parse(&source).expect("stored source"),
         created_at: instant(row.get(18)?),
         scale: scale_col(row, 19)?,
     })
@@ -547,7 +545,7 @@ pub fn insert_grant(c: &Connection, record: &GrantRecord) -> rusqlite::Result<()
         "INSERT INTO grants (id, wallet_id, amount, purpose, priority, effective_at, expires_at,
             recurrence_interval, recurrence_count, rollover_max, remaining, held, cycle, status,
             ended_at, live, description, metadata, source, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'api', ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         ids::to_bytes(g.id.0),
@@ -568,6 +566,7 @@ pub fn insert_grant(c: &Connection, record: &GrantRecord) -> rusqlite::Result<()
         g.is_live(),
         record.description,
         metadata_json(&record.metadata),
+        record.source.as_str(),
         micros(record.created_at)
     ])?;
     Ok(())
