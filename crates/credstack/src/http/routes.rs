@@ -710,12 +710,18 @@ pub async fn create_api_key(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/api_keys", responses((status = 200, body = List<ApiKeyWire>)))]
-pub async fn list_api_keys(State(ledger): State<Ledger>) -> Answer {
-    let keys = ledger.read(db::api_keys).await?;
+#[utoipa::path(get, path = "/v1/api_keys", params(("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)), responses((status = 200, body = List<ApiKeyWire>)))]
+pub async fn list_api_keys(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
+    let paging = query.paging(Kind::ApiKey)?;
+    let page = ledger
+        .read(move |c| db::list_api_keys(c, paging.limit, paging.starting_after))
+        .await?;
     json(List::new(
-        keys.iter().map(|k| ApiKeyWire::new(k, None)).collect(),
-        false,
+        page.items
+            .iter()
+            .map(|k| ApiKeyWire::new(k, None))
+            .collect(),
+        page.has_more,
     ))
 }
 

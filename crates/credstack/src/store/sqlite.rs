@@ -851,6 +851,16 @@ pub fn api_keys(c: &Connection) -> rusqlite::Result<Vec<ApiKey>> {
     .collect()
 }
 
+pub fn list_api_keys(
+    c: &Connection,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<ApiKey>> {
+    let sql = "SELECT id, name, scope, secret_hash, created_at FROM api_keys
+               WHERE id < ? ORDER BY id DESC LIMIT ?";
+    page(c, sql, &[], limit, starting_after, api_key_row)
+}
+
 pub fn insert_api_key(c: &Connection, key: &ApiKey) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO api_keys (id, name, scope, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",

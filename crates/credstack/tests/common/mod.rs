@@ -27,7 +27,10 @@ pub struct Response {
 impl Response {
     /// The body's field, as a string (amounts, ids and instants are strings).
     pub fn str(&self, field: &str) -> String {
-        self.body[field].as_str().unwrap_or_else(|| panic!("{field} in {}", self.body)).to_string()
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {}", self.body))
+            .to_string()
     }
 
     pub fn id(&self) -> String {
@@ -35,7 +38,10 @@ impl Response {
     }
 
     pub fn error_code(&self) -> String {
-        self.body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error in {}", self.body)).to_string()
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {}", self.body))
+            .to_string()
     }
 
     pub fn error_param(&self) -> Option<String> {
@@ -70,14 +76,33 @@ impl Server {
         })
         .expect("open ledger");
         ledger.ensure_admin_key(ADMIN_KEY).await.expect("admin key");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(credstack::server::run(listener, ledger, std::future::pending()));
-        Server { base, client: reqwest::Client::new(), key: ADMIN_KEY.to_string(), _data: data }
+        tokio::spawn(credstack::server::run(
+            listener,
+            ledger,
+            std::future::pending(),
+        ));
+        Server {
+            base,
+            client: reqwest::Client::new(),
+            key: ADMIN_KEY.to_string(),
+            _data: data,
+        }
     }
 
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Response {
-        let mut request = self.client.request(method, format!("{}{}", self.base, path));
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         if !self.key.is_empty() {
             request = request.bearer_auth(&self.key);
         }
@@ -91,8 +116,16 @@ impl Server {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Response { status, headers, body }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -109,44 +142,65 @@ impl Server {
 
     /// Moves the simulated clock to `to` (RFC 3339).
     pub async fn advance(&self, to: &str) {
-        self.post("/v1/test_clock/advance", json!({ "to": to })).await.ok();
+        self.post("/v1/test_clock/advance", json!({ "to": to }))
+            .await
+            .ok();
     }
 
     pub async fn credit_system(&self, key: &str, scale: u8) -> String {
-        self.post("/v1/credit_systems", json!({"key": key, "name": key, "unit": "credits", "scale": scale}))
+        self.post(
+            "/v1/credit_systems",
+            json!({"key": key, "name": key, "unit": "credits", "scale": scale}),
+        )
+        .await
+        .ok()
+        .id()
+    }
+
+    pub async fn customer(&self, name: &str) -> String {
+        self.post("/v1/customers", json!({ "name": name }))
             .await
             .ok()
             .id()
     }
 
-    pub async fn customer(&self, name: &str) -> String {
-        self.post("/v1/customers", json!({ "name": name })).await.ok().id()
-    }
-
     /// A new customer with a wallet in a new credit system of `scale`.
     pub async fn wallet(&self, scale: u8) -> String {
-        let cs = self.credit_system(&format!("cs{}", rand_suffix()), scale).await;
+        let cs = self
+            .credit_system(&format!("cs{}", rand_suffix()), scale)
+            .await;
         self.wallet_in(&cs).await
     }
 
     pub async fn wallet_in(&self, credit_system_id: &str) -> String {
         let customer = self.customer("Customer").await;
-        self.post("/v1/wallets", json!({"customer_id": customer, "credit_system_id": credit_system_id}))
-            .await
-            .ok()
-            .id()
+        self.post(
+            "/v1/wallets",
+            json!({"customer_id": customer, "credit_system_id": credit_system_id}),
+        )
+        .await
+        .ok()
+        .id()
     }
 
     pub async fn grant(&self, wallet: &str, body: Value) -> Response {
-        self.post(&format!("/v1/wallets/{wallet}/grants"), body).await
+        self.post(&format!("/v1/wallets/{wallet}/grants"), body)
+            .await
     }
 
     pub async fn debit(&self, wallet: &str, amount: &str) -> Response {
-        self.post(&format!("/v1/wallets/{wallet}/debits"), json!({ "amount": amount })).await
+        self.post(
+            &format!("/v1/wallets/{wallet}/debits"),
+            json!({ "amount": amount }),
+        )
+        .await
     }
 
     pub async fn balance(&self, wallet: &str) -> Value {
-        self.get(&format!("/v1/wallets/{wallet}/balance")).await.ok().body
+        self.get(&format!("/v1/wallets/{wallet}/balance"))
+            .await
+            .ok()
+            .body
     }
 
     /// Every entry of the wallet, oldest first.
@@ -154,8 +208,18 @@ impl Server {
         let mut all = Vec::new();
         let mut after = String::new();
         loop {
-            let cursor = if after.is_empty() { String::new() } else { format!("&starting_after={after}") };
-            let page = self.get(&format!("/v1/wallets/{wallet}/entries?order=asc&limit=100{cursor}")).await.ok().body;
+            let cursor = if after.is_empty() {
+                String::new()
+            } else {
+                format!("&starting_after={after}")
+            };
+            let page = self
+                .get(&format!(
+                    "/v1/wallets/{wallet}/entries?order=asc&limit=100{cursor}"
+                ))
+                .await
+                .ok()
+                .body;
             let data = page["data"].as_array().unwrap().clone();
             if let Some(last) = data.last() {
                 after = last["id"].as_str().unwrap().to_string();
@@ -172,4 +236,272 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+// ---- helpers added for the end-to-end suites ------------------------------------
+
+impl Server {
+    /// Sends with an explicit API key (`None`: no Authorization header).
+    pub async fn send_as(
+        &self,
+        key: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        into_response(request.send().await.expect("request")).await
+    }
+
+    /// Sends raw bytes as the body, with the admin key and the given headers.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        into_response(request.body(body).send().await.expect("request")).await
+    }
+
+    /// POST with extra headers (such as `Idempotency-Key`).
+    pub async fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Response {
+        self.send(Method::POST, path, Some(body), headers).await
+    }
+
+    /// POST with an `Idempotency-Key`.
+    pub async fn post_key(&self, path: &str, body: Value, key: &str) -> Response {
+        self.post_with(path, body, &[("Idempotency-Key", key)])
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.send(Method::DELETE, path, None, &[]).await
+    }
+
+    /// Creates an API key of `scope` and returns its secret.
+    pub async fn api_key(&self, scope: &str) -> String {
+        self.post(
+            "/v1/api_keys",
+            json!({"name": format!("{scope} key"), "scope": scope}),
+        )
+        .await
+        .ok()
+        .str("secret")
+    }
+
+    /// A new customer with a wallet in `credit_system_id` with this overdraft limit.
+    pub async fn wallet_with_overdraft(
+        &self,
+        credit_system_id: &str,
+        overdraft_limit: &str,
+    ) -> String {
+        let customer = self.customer("Customer").await;
+        self.post(
+            "/v1/wallets",
+            json!({"customer_id": customer, "credit_system_id": credit_system_id, "overdraft_limit": overdraft_limit}),
+        )
+        .await
+        .ok()
+        .id()
+    }
+
+    /// Adds a grant that must succeed; returns its id.
+    pub async fn grant_ok(&self, wallet: &str, body: Value) -> String {
+        self.grant(wallet, body).await.ok().id()
+    }
+
+    pub async fn hold(&self, wallet: &str, body: Value) -> Response {
+        self.post(&format!("/v1/wallets/{wallet}/holds"), body)
+            .await
+    }
+
+    /// Every grant of the wallet, newest first.
+    pub async fn grants(&self, wallet: &str) -> Vec<Value> {
+        self.get(&format!("/v1/wallets/{wallet}/grants?limit=100"))
+            .await
+            .ok()
+            .body["data"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub async fn get_grant(&self, grant: &str) -> Value {
+        self.get(&format!("/v1/grants/{grant}")).await.ok().body
+    }
+
+    /// The entries as `(type, amount, balance_after, occurred_at)`, oldest first.
+    pub async fn ledger(&self, wallet: &str) -> Vec<(String, String, String, String)> {
+        self.entries(wallet)
+            .await
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["amount"].as_str().unwrap().to_string(),
+                    e["balance_after"].as_str().unwrap().to_string(),
+                    e["occurred_at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Everything a bad request could change about a wallet and the lists
+    /// around it, to compare before and after.
+    pub async fn snapshot(&self, wallet: &str) -> Value {
+        let mut balance = self.balance(wallet).await;
+        balance.as_object_mut().unwrap().remove("at");
+        json!({
+            "balance": balance,
+            "wallet": self.get(&format!("/v1/wallets/{wallet}")).await.ok().body,
+            "entries": self.entries(wallet).await,
+            "grants": self.grants(wallet).await,
+            "debits": self.get(&format!("/v1/wallets/{wallet}/debits?limit=100")).await.ok().body,
+            "customers": self.get("/v1/customers?limit=100").await.ok().body,
+            "wallets": self.get("/v1/wallets?limit=100").await.ok().body,
+            "credit_systems": self.get("/v1/credit_systems?limit=100").await.ok().body,
+            "api_keys": self.get("/v1/api_keys").await.ok().body,
+        })
+    }
+
+    /// SPEC rules 15 and 16 over HTTP: gapless sequences from 1, each
+    /// `balance_after` the running sum, and balance = Σ entries = Σ grant
+    /// remainders − debt, with no negative remainder and debt ≤ limit.
+    #[track_caller]
+    pub fn check_invariants_of(&self, balance: &Value, entries: &[Value], grants: &[Value]) {
+        let mut running = 0i128;
+        for (index, entry) in entries.iter().enumerate() {
+            assert_eq!(
+                entry["sequence"].as_u64(),
+                Some(index as u64 + 1),
+                "gapless sequence: {entry}"
+            );
+            running += atomic(entry["amount"].as_str().unwrap());
+            assert_eq!(
+                atomic(entry["balance_after"].as_str().unwrap()),
+                running,
+                "balance_after: {entry}"
+            );
+        }
+        let remainders: i128 = grants
+            .iter()
+            .map(|g| {
+                let remaining = atomic(g["remaining"].as_str().unwrap());
+                assert!(remaining >= 0, "negative remainder: {g}");
+                remaining
+            })
+            .sum();
+        let debt = atomic(balance["debt"].as_str().unwrap());
+        let total = atomic(balance["balance"].as_str().unwrap());
+        assert_eq!(total, running, "balance == sum of entries");
+        assert_eq!(
+            total,
+            remainders - debt,
+            "balance == grant remainders - debt"
+        );
+        assert!(
+            debt >= 0 && debt <= atomic(balance["overdraft_limit"].as_str().unwrap()),
+            "debt within limit"
+        );
+        assert_eq!(
+            atomic(balance["available"].as_str().unwrap()),
+            total - atomic(balance["held"].as_str().unwrap()),
+            "available == balance - held"
+        );
+    }
+
+    pub async fn check_invariants(&self, wallet: &str) {
+        let balance = self.balance(wallet).await;
+        let entries = self.entries(wallet).await;
+        let grants = self.grants(wallet).await;
+        self.check_invariants_of(&balance, &entries, &grants);
+    }
+}
+
+/// A decimal string as micro-units (scale 6 is the most a system has).
+pub fn atomic(text: &str) -> i128 {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    assert!(fraction.len() <= 6, "at most 6 places: {text}");
+    let value = whole.parse::<i128>().unwrap() * 1_000_000
+        + format!("{fraction:0<6}").parse::<i128>().unwrap();
+    if negative { -value } else { value }
+}
+
+async fn into_response(response: reqwest::Response) -> Response {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Asserts the SPEC error shape `{"error": {"type", "code", "message", "param"?}}`
+/// with this status and code (and param, when given).
+#[track_caller]
+pub fn assert_error(response: &Response, status: u16, code: &str, param: Option<&str>) {
+    assert_eq!(
+        response.status.as_u16(),
+        status,
+        "status of {}",
+        response.body
+    );
+    let error = response.body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("error shape: {}", response.body));
+    assert_eq!(
+        response.body.as_object().unwrap().len(),
+        1,
+        "only `error`: {}",
+        response.body
+    );
+    assert!(error["type"].is_string(), "type: {}", response.body);
+    assert_eq!(error["code"], code, "code of {}", response.body);
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message: {}",
+        response.body
+    );
+    for field in error.keys() {
+        assert!(
+            ["type", "code", "message", "param"].contains(&field.as_str()),
+            "unexpected {field}: {}",
+            response.body
+        );
+    }
+    if let Some(param) = param {
+        assert_eq!(
+            error.get("param").and_then(Value::as_str),
+            Some(param),
+            "param of {}",
+            response.body
+        );
+    }
 }
