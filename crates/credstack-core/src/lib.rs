@@ -7,6 +7,7 @@
 
 pub mod amount;
 pub mod grant;
+pub mod promotion;
 pub mod time;
 pub mod wallet;
 

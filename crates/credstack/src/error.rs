@@ -32,6 +32,13 @@ impl Error {
         }
     }
 
+    pub fn idempotency_key_reused() -> Error {
+        Error::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        )
+    }
+
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Error {
         Error::Conflict {
             code,

@@ -15,6 +15,8 @@ pub enum Kind {
     Hold,
     Entry,
     ApiKey,
+    PromotionalCredit,
+    Assignment,
 }
 
 impl Kind {
@@ -28,6 +30,8 @@ impl Kind {
             Kind::Hold => "hold",
             Kind::Entry => "ent",
             Kind::ApiKey => "key",
+            Kind::PromotionalCredit => "pc",
+            Kind::Assignment => "pca",
         }
     }
 }

@@ -234,6 +234,122 @@ impl Ledger {
     }
 }
 
+/// Customers handled per commit when a campaign goes to all customers.
+pub const BULK_CHUNK: usize = 1000;
+/// How many granted, revoked and skipped items a bulk call lists; the
+/// counts stay whole.
+pub const BULK_LIST_MAX: usize = 100;
+
+/// What a grant or revoke to all customers did: the first
+/// [`BULK_LIST_MAX`] items of each list and the whole counts.
+#[derive(Clone, Debug, Default)]
+pub struct BulkOutcome {
+    pub done: Vec<crate::records::Assignment>,
+    pub skipped: Vec<(u128, credstack_core::promotion::Skip)>,
+    pub done_count: u64,
+    pub skipped_count: u64,
+}
+
+impl BulkOutcome {
+    fn add(
+        &mut self,
+        done: Vec<crate::records::Assignment>,
+        skipped: Vec<(u128, credstack_core::promotion::Skip)>,
+    ) {
+        self.done_count += done.len() as u64;
+        self.skipped_count += skipped.len() as u64;
+        let room = BULK_LIST_MAX.saturating_sub(self.done.len());
+        self.done.extend(done.into_iter().take(room));
+        let room = BULK_LIST_MAX.saturating_sub(self.skipped.len());
+        self.skipped.extend(skipped.into_iter().take(room));
+    }
+}
+
+impl Ledger {
+    /// Grants a campaign to every customer with a wallet in its credit
+    /// system (SPEC rule 22), [`BULK_CHUNK`] customers per commit, in
+    /// customer id order. Each chunk commits atomically, so a call cut short
+    /// leaves every customer either fully granted or untouched; calling again
+    /// finishes the job, and without multiple grants nobody is granted twice
+    /// (they are skipped as `already_granted`).
+    pub async fn grant_to_all(&self, promotion_id: u128) -> Result<BulkOutcome> {
+        let promotion = self
+            .read(move |c| db::promotion(c, promotion_id))
+            .await?
+            .ok_or(Error::NotFound {
+                what: "promotional credit",
+            })?;
+        let credit_system_id = promotion.credit_system_id;
+        let mut outcome = BulkOutcome::default();
+        let mut after = None;
+        loop {
+            let chunk = self
+                .read(move |c| db::customers_with_wallets(c, credit_system_id, after, BULK_CHUNK))
+                .await?;
+            let Some(&last) = chunk.last() else {
+                return Ok(outcome);
+            };
+            after = Some(last);
+            let request = Request::GrantPromotion {
+                id: promotion_id,
+                customer_ids: chunk,
+            };
+            match self.execute(request).await? {
+                Outcome::PromotionGrant(grant) => outcome.add(grant.granted, grant.skipped),
+                other => unreachable!("a grant answers a grant: {other:?}"),
+            }
+        }
+    }
+
+    /// Revokes a campaign from every customer holding an assignment that is
+    /// not revoked, [`BULK_CHUNK`] customers per commit. Re-running after an
+    /// interruption finishes the job.
+    pub async fn revoke_from_all(&self, promotion_id: u128) -> Result<BulkOutcome> {
+        self.read(move |c| db::promotion(c, promotion_id))
+            .await?
+            .ok_or(Error::NotFound {
+                what: "promotional credit",
+            })?;
+        let mut outcome = BulkOutcome::default();
+        let mut after = None;
+        loop {
+            let chunk = self
+                .read(move |c| {
+                    db::customers_with_open_assignments(c, promotion_id, after, BULK_CHUNK)
+                })
+                .await?;
+            let Some(&last) = chunk.last() else {
+                return Ok(outcome);
+            };
+            after = Some(last);
+            let request = Request::RevokePromotion {
+                id: promotion_id,
+                customer_ids: chunk,
+            };
+            match self.execute(request).await? {
+                Outcome::PromotionRevoke(revoke) => outcome.add(revoke.revoked, revoke.skipped),
+                other => unreachable!("a revoke answers a revoke: {other:?}"),
+            }
+        }
+    }
+
+    /// The response kept under an idempotency key, if the key was used
+    /// with this same request; a 409 if it was used with another.
+    pub async fn stored_response(
+        &self,
+        idempotency: &Idempotency,
+    ) -> Result<Option<crate::records::StoredResponse>> {
+        let key = idempotency.key.clone();
+        match self.read(move |c| db::idempotency(c, &key)).await? {
+            None => Ok(None),
+            Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
+                Ok(Some(stored))
+            }
+            Some(_) => Err(Error::idempotency_key_reused()),
+        }
+    }
+}
+
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("credstack.db")
 }

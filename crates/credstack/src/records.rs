@@ -43,19 +43,106 @@ pub struct WalletInfo {
 pub enum Source {
     /// Added through the API by an operator or integration.
     Api,
+    /// Handed out by a promotional credit campaign (SPEC rule 21).
+    PromotionalCredit {
+        promotional_credit_id: u128,
+        assignment_id: u128,
+    },
 }
 
 impl Source {
-    pub fn as_str(&self) -> &'static str {
+    /// Stored as `api` or `promotional_credit:<hex id>:<hex id>`.
+    pub fn to_stored(&self) -> String {
         match self {
-            Source::Api => "api",
+            Source::Api => "api".to_string(),
+            Source::PromotionalCredit {
+                promotional_credit_id,
+                assignment_id,
+            } => {
+                format!("promotional_credit:{promotional_credit_id:032x}:{assignment_id:032x}")
+            }
         }
     }
 
-    pub fn parse(text: &str) -> Option<Source> {
-        match text {
-            "api" => Some(Source::Api),
-            _ => None,
+    pub fn from_stored(text: &str) -> Option<Source> {
+        if text == "api" {
+            return Some(Source::Api);
+        }
+        let mut parts = text.strip_prefix("promotional_credit:")?.split(':');
+        let promotional_credit_id = u128::from_str_radix(parts.next()?, 16).ok()?;
+        let assignment_id = u128::from_str_radix(parts.next()?, 16).ok()?;
+        Some(Source::PromotionalCredit {
+            promotional_credit_id,
+            assignment_id,
+        })
+    }
+}
+
+/// A promotional credit campaign (SPEC rule 19).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromotionalCredit {
+    pub id: u128,
+    pub name: String,
+    pub description: Option<String>,
+    pub credit_system_id: u128,
+    pub scale: Scale,
+    /// As given: `None` means it started at creation.
+    pub starts_at: Option<Instant>,
+    pub ends_at: Option<Instant>,
+    pub policy: credstack_core::promotion::Policy,
+    pub applied: bool,
+    pub created_at: Instant,
+}
+
+impl PromotionalCredit {
+    pub fn window(&self) -> credstack_core::promotion::Window {
+        credstack_core::promotion::Window {
+            starts_at: self.starts_at.unwrap_or(self.created_at),
+            ends_at: self.ends_at,
+        }
+    }
+}
+
+/// One grant of a campaign to one customer (SPEC rules 21–24).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub id: u128,
+    pub promotional_credit_id: u128,
+    pub customer_id: u128,
+    pub wallet_id: u128,
+    pub grant_id: u128,
+    pub granted_at: Instant,
+    pub expires_at: Option<Instant>,
+    pub revoked_at: Option<Instant>,
+}
+
+impl Assignment {
+    /// Active until revoked or until its access period ends.
+    pub fn is_active(&self, now: Instant) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|end| now < end)
+    }
+}
+
+/// A campaign's customer: every customer ever granted, with where they stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromotionCustomer {
+    pub customer: Customer,
+    pub active_assignments: u64,
+    pub last_granted_at: Instant,
+    pub revoked_at: Option<Instant>,
+    /// Whether the latest assignment ended by revocation (else by expiry).
+    pub latest_revoked: bool,
+}
+
+impl PromotionCustomer {
+    /// `granted`, `revoked` or `expired`.
+    pub fn status(&self) -> &'static str {
+        if self.active_assignments > 0 {
+            "granted"
+        } else if self.latest_revoked {
+            "revoked"
+        } else {
+            "expired"
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod promotions;
 pub mod routes;
 pub mod wire;
 
@@ -16,6 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use error::ApiError;
+use promotions::*;
 use routes::*;
 use utoipa::OpenApi;
 
@@ -56,6 +58,28 @@ pub fn app(ledger: Ledger) -> Router {
         .route("/v1/holds/{id}/capture", post(capture_hold))
         .route("/v1/holds/{id}/release", post(release_hold))
         .route("/v1/wallets/{id}/entries", get(list_entries))
+        .route(
+            "/v1/promotional_credits",
+            post(create_promotional_credit).get(list_promotional_credits),
+        )
+        .route(
+            "/v1/promotional_credits/{id}",
+            get(get_promotional_credit)
+                .patch(update_promotional_credit)
+                .delete(delete_promotional_credit),
+        )
+        .route(
+            "/v1/promotional_credits/{id}/grant",
+            post(grant_promotional_credit),
+        )
+        .route(
+            "/v1/promotional_credits/{id}/revoke",
+            post(revoke_promotional_credit),
+        )
+        .route(
+            "/v1/promotional_credits/{id}/customers",
+            get(list_promotion_customers),
+        )
         .route("/v1/api_keys", post(create_api_key).get(list_api_keys))
         .route("/v1/api_keys/{id}", axum::routing::delete(delete_api_key))
         .route("/v1/test_clock", get(test_clock))
@@ -91,7 +115,10 @@ async fn method_not_allowed() -> Response {
         create_grant, list_grants, get_grant, void_grant,
         create_debit, list_debits, get_debit, batch_debits,
         create_hold, get_hold, capture_hold, release_hold,
-        list_entries, create_api_key, list_api_keys, delete_api_key,
+        list_entries, create_promotional_credit, list_promotional_credits, get_promotional_credit,
+        update_promotional_credit, delete_promotional_credit, grant_promotional_credit,
+        revoke_promotional_credit, list_promotion_customers,
+        create_api_key, list_api_keys, delete_api_key,
         test_clock, advance_test_clock,
     ),
     modifiers(&Security)
@@ -122,6 +149,7 @@ async fn openapi_json() -> Response {
 /// Renders a ledger result: 200 with the object, or the error's status.
 pub fn render(result: &Result<Outcome>) -> StoredResponse {
     match result {
+        Ok(Outcome::Rendered(stored)) => stored.clone(),
         Ok(outcome) => StoredResponse {
             status: 200,
             body: routes::outcome_json(outcome).to_string(),

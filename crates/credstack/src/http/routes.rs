@@ -750,11 +750,32 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
         Outcome::ApiKey { key, secret } => {
             serde_json::to_value(ApiKeyWire::new(key, secret.clone()))
         }
-        Outcome::Deleted { id } => serde_json::to_value(DeletedWire {
-            id: crate::ids::format(Kind::ApiKey, *id),
-            object: "api_key",
+        Outcome::Deleted { kind, id } => serde_json::to_value(DeletedWire {
+            id: crate::ids::format(*kind, *id),
+            object: match kind {
+                Kind::PromotionalCredit => "promotional_credit",
+                _ => "api_key",
+            },
             deleted: true,
         }),
+        Outcome::Promotion(view) => {
+            serde_json::to_value(PromotionalCreditWire::from(view.as_ref()))
+        }
+        Outcome::PromotionGrant(grant) => serde_json::to_value(GrantResultWire {
+            object: "promotional_credit_grant",
+            granted: grant.granted.iter().map(AssignmentWire::from).collect(),
+            skipped: skipped_wire(&grant.skipped),
+            granted_count: grant.granted.len() as u64,
+            skipped_count: grant.skipped.len() as u64,
+        }),
+        Outcome::PromotionRevoke(revoke) => serde_json::to_value(RevokeResultWire {
+            object: "promotional_credit_revoke",
+            revoked: revoke.revoked.iter().map(AssignmentWire::from).collect(),
+            skipped: skipped_wire(&revoke.skipped),
+            revoked_count: revoke.revoked.len() as u64,
+            skipped_count: revoke.skipped.len() as u64,
+        }),
+        Outcome::Rendered(stored) => serde_json::from_str(&stored.body),
         Outcome::DebitBatch(replies) => {
             let data = replies.iter().map(super::batch_result).collect();
             serde_json::to_value(BatchResults { data })
@@ -762,4 +783,14 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
         Outcome::Done => Ok(serde_json::json!({})),
     };
     value.expect("wire types serialize")
+}
+
+pub fn skipped_wire(skipped: &[(u128, credstack_core::promotion::Skip)]) -> Vec<SkippedWire> {
+    skipped
+        .iter()
+        .map(|(customer_id, reason)| SkippedWire {
+            customer_id: crate::ids::format(Kind::Customer, *customer_id),
+            reason: reason.as_str(),
+        })
+        .collect()
 }

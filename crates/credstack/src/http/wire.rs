@@ -349,9 +349,36 @@ pub struct Cycle {
 
 #[derive(Serialize, ToSchema)]
 pub struct GrantSource {
-    /// `api`.
+    /// `api` or `promotional_credit`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotional_credit_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment_id: Option<String>,
+}
+
+impl From<&Source> for GrantSource {
+    fn from(source: &Source) -> Self {
+        match source {
+            Source::Api => GrantSource {
+                kind: "api",
+                promotional_credit_id: None,
+                assignment_id: None,
+            },
+            Source::PromotionalCredit {
+                promotional_credit_id,
+                assignment_id,
+            } => GrantSource {
+                kind: "promotional_credit",
+                promotional_credit_id: Some(ids::format(
+                    Kind::PromotionalCredit,
+                    *promotional_credit_id,
+                )),
+                assignment_id: Some(ids::format(Kind::Assignment, *assignment_id)),
+            },
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -411,9 +438,7 @@ impl GrantWire {
             ended_at: opt_time(grant.ended_at),
             description: record.description.clone(),
             metadata: record.metadata.clone(),
-            source: GrantSource {
-                kind: record.source.as_str(),
-            },
+            source: GrantSource::from(&record.source),
             created_at: time(record.created_at),
         }
     }
@@ -702,4 +727,234 @@ pub struct AdvanceClock {
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: &'static str,
+}
+
+// ---- promotional credits ------------------------------------------------------
+
+#[derive(Serialize, Deserialize, ToSchema, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPeriod {
+    /// 1 to 1000.
+    pub duration_value: u32,
+    /// `day`, `week`, `month` or `year`.
+    pub duration_unit: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PromotionalCreditWire {
+    pub id: String,
+    /// Always `promotional_credit`.
+    pub object: &'static str,
+    pub name: String,
+    pub description: Option<String>,
+    pub credit_system_id: String,
+    /// Null: the promo window started when the campaign was created.
+    pub starts_at: Option<String>,
+    /// Null: the promo window never ends.
+    pub ends_at: Option<String>,
+    /// Credits granted per reset cycle.
+    pub quantity: String,
+    /// `never`, `day`, `week`, `month` or `year`.
+    pub reset_interval: &'static str,
+    /// Null: forever.
+    pub access_period: Option<AccessPeriod>,
+    pub allow_multiple_grants: bool,
+    /// `scheduled`, `active` or `ended`, from the clock.
+    pub status: &'static str,
+    /// True once any customer has been granted; the economics are then locked.
+    pub is_applied: bool,
+    /// Customers with an active assignment.
+    pub granted_count: u64,
+    /// Customers whose latest assignment was revoked and who hold none.
+    pub revoked_count: u64,
+    pub created_at: String,
+}
+
+impl From<&crate::engine::PromotionView> for PromotionalCreditWire {
+    fn from(view: &crate::engine::PromotionView) -> Self {
+        let p = &view.promotion;
+        PromotionalCreditWire {
+            id: ids::format(Kind::PromotionalCredit, p.id),
+            object: "promotional_credit",
+            name: p.name.clone(),
+            description: p.description.clone(),
+            credit_system_id: ids::format(Kind::CreditSystem, p.credit_system_id),
+            starts_at: opt_time(p.starts_at),
+            ends_at: opt_time(p.ends_at),
+            quantity: money(p.policy.quantity, p.scale),
+            reset_interval: p.policy.reset_interval.map_or("never", |i| i.as_str()),
+            access_period: p.policy.access_period.map(|a| AccessPeriod {
+                duration_value: a.count,
+                duration_unit: a.interval.as_str().to_string(),
+            }),
+            allow_multiple_grants: p.policy.allow_multiple_grants,
+            status: p.window().status(view.at).as_str(),
+            is_applied: p.applied,
+            granted_count: view.granted_count,
+            revoked_count: view.revoked_count,
+            created_at: time(p.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePromotionalCredit {
+    pub name: String,
+    pub description: Option<String>,
+    /// An active credit system.
+    pub credit_system_id: String,
+    /// Null or absent: starts immediately. Never in the past.
+    pub starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Null or absent: never ends.
+    pub ends_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Credits per reset cycle; positive.
+    pub quantity: String,
+    /// `never` (default), `day`, `week`, `month` or `year`.
+    #[serde(default = "never")]
+    pub reset_interval: String,
+    /// Null or absent: forever.
+    pub access_period: Option<AccessPeriod>,
+    #[serde(default)]
+    pub allow_multiple_grants: bool,
+}
+
+fn never() -> String {
+    "never".to_string()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePromotionalCredit {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub credit_system_id: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub starts_at: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub ends_at: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    pub quantity: Option<String>,
+    pub reset_interval: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<AccessPeriod>)]
+    pub access_period: Option<Option<AccessPeriod>>,
+    pub allow_multiple_grants: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AssignmentWire {
+    pub id: String,
+    /// Always `promotional_credit_assignment`.
+    pub object: &'static str,
+    pub promotional_credit_id: String,
+    pub customer_id: String,
+    pub wallet_id: String,
+    /// The grant in the customer's wallet that backs this assignment.
+    pub grant_id: String,
+    /// As of this response.
+    pub active: bool,
+    pub granted_at: String,
+    /// End of the access period; null forever.
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl From<&Assignment> for AssignmentWire {
+    fn from(a: &Assignment) -> Self {
+        AssignmentWire {
+            id: ids::format(Kind::Assignment, a.id),
+            object: "promotional_credit_assignment",
+            promotional_credit_id: ids::format(Kind::PromotionalCredit, a.promotional_credit_id),
+            customer_id: ids::format(Kind::Customer, a.customer_id),
+            wallet_id: ids::format(Kind::Wallet, a.wallet_id),
+            grant_id: ids::format(Kind::Grant, a.grant_id),
+            active: a.is_active(a.revoked_at.unwrap_or(a.granted_at)),
+            granted_at: time(a.granted_at),
+            expires_at: opt_time(a.expires_at),
+            revoked_at: opt_time(a.revoked_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionCustomers {
+    /// Up to 1000 customer ids. Give this or `all_customers`.
+    pub customer_ids: Option<Vec<String>>,
+    /// Every customer with a wallet in the credit system (grant), or every
+    /// customer granted (revoke).
+    pub all_customers: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SkippedWire {
+    pub customer_id: String,
+    /// `no_wallet`, `already_granted`, `not_granted`, `customer_not_found`
+    /// or `wallet_capacity_exceeded`.
+    pub reason: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantResultWire {
+    /// Always `promotional_credit_grant`.
+    pub object: &'static str,
+    /// The new assignments; with `all_customers`, the first 100.
+    pub granted: Vec<AssignmentWire>,
+    /// With `all_customers`, the first 100.
+    pub skipped: Vec<SkippedWire>,
+    pub granted_count: u64,
+    pub skipped_count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevokeResultWire {
+    /// Always `promotional_credit_revoke`.
+    pub object: &'static str,
+    /// Every assignment ended; with `all_customers`, the first 100.
+    pub revoked: Vec<AssignmentWire>,
+    pub skipped: Vec<SkippedWire>,
+    pub revoked_count: u64,
+    pub skipped_count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CustomerSummary {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PromotionCustomerWire {
+    /// Always `promotional_credit_customer`.
+    pub object: &'static str,
+    pub customer: CustomerSummary,
+    /// `granted`, `revoked` or `expired`.
+    pub status: &'static str,
+    pub active_assignments: u64,
+    pub last_granted_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<&PromotionCustomer> for PromotionCustomerWire {
+    fn from(row: &PromotionCustomer) -> Self {
+        PromotionCustomerWire {
+            object: "promotional_credit_customer",
+            customer: CustomerSummary {
+                id: ids::format(Kind::Customer, row.customer.id),
+                name: row.customer.name.clone(),
+                email: row.customer.email.clone(),
+                external_id: row.customer.external_id.clone(),
+            },
+            status: row.status(),
+            active_assignments: row.active_assignments,
+            last_granted_at: time(row.last_granted_at),
+            revoked_at: opt_time(row.revoked_at),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use credstack_core::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// Opens (creating if needed) the database and migrates it.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -496,7 +496,7 @@ fn grant_row(row: &Row) -> rusqlite::Result<GrantRecord> {
         wallet_id: id_col(row, 1)?,
         description: row.get(15)?,
         metadata: metadata_col(row, 16)?,
-        source: Source::parse(&source).expect("stored source"),
+        source: Source::from_stored(&source).expect("stored source"),
         created_at: instant(row.get(18)?),
         scale: scale_col(row, 19)?,
     })
@@ -566,7 +566,7 @@ pub fn insert_grant(c: &Connection, record: &GrantRecord) -> rusqlite::Result<()
         g.is_live(),
         record.description,
         metadata_json(&record.metadata),
-        record.source.as_str(),
+        record.source.to_stored(),
         micros(record.created_at)
     ])?;
     Ok(())
@@ -953,3 +953,296 @@ fn page<T>(
     items.truncate(limit);
     Ok(Page { items, has_more })
 }
+
+// ---- promotional credits --------------------------------------------------------
+
+const PROMOTION_COLUMNS: &str = "p.id, p.name, p.description, p.credit_system_id, p.starts_at,
+    p.ends_at, p.quantity, p.reset_interval, p.access_period_value, p.access_period_unit,
+    p.allow_multiple_grants, p.applied, p.created_at,
+    (SELECT scale FROM credit_systems c WHERE c.id = p.credit_system_id)";
+
+fn promotion_row(row: &Row) -> rusqlite::Result<PromotionalCredit> {
+    let reset: String = row.get(7)?;
+    let period_value: Option<u32> = row.get(8)?;
+    let period_unit: Option<String> = row.get(9)?;
+    let access_period = match (period_value, period_unit) {
+        (Some(value), Some(unit)) => Some(
+            Period::new(Interval::parse(&unit).expect("stored unit"), value)
+                .expect("stored period"),
+        ),
+        _ => None,
+    };
+    Ok(PromotionalCredit {
+        id: id_col(row, 0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        credit_system_id: id_col(row, 3)?,
+        starts_at: opt_instant(row.get(4)?),
+        ends_at: opt_instant(row.get(5)?),
+        policy: credstack_core::promotion::Policy {
+            quantity: amount_col(row, 6)?,
+            reset_interval: Interval::parse(&reset),
+            access_period,
+            allow_multiple_grants: row.get(10)?,
+        },
+        applied: row.get(11)?,
+        created_at: instant(row.get(12)?),
+        scale: scale_col(row, 13)?,
+    })
+}
+
+pub fn promotion(c: &Connection, id: u128) -> rusqlite::Result<Option<PromotionalCredit>> {
+    c.prepare_cached(&format!(
+        "SELECT {PROMOTION_COLUMNS} FROM promotional_credits p WHERE p.id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], promotion_row)
+    .optional()
+}
+
+/// Campaigns newest first; `status` filters by the window at `now`.
+pub fn list_promotions(
+    c: &Connection,
+    status: Option<credstack_core::promotion::Status>,
+    now: Instant,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<PromotionalCredit>> {
+    use credstack_core::promotion::Status;
+    let condition = match status {
+        None => "1",
+        Some(Status::Scheduled) => "coalesce(p.starts_at, p.created_at) > ?1",
+        Some(Status::Active) => {
+            "coalesce(p.starts_at, p.created_at) <= ?1 AND (p.ends_at IS NULL OR p.ends_at > ?1)"
+        }
+        Some(Status::Ended) => "p.ends_at IS NOT NULL AND p.ends_at <= ?1",
+    };
+    let sql = format!(
+        "SELECT {PROMOTION_COLUMNS} FROM promotional_credits p
+         WHERE (?1 IS NOT NULL) AND {condition} AND p.id < ?2 ORDER BY p.id DESC LIMIT ?3"
+    );
+    page(
+        c,
+        &sql,
+        &[&micros(now)],
+        limit,
+        starting_after,
+        promotion_row,
+    )
+}
+
+pub fn upsert_promotion(c: &Connection, p: &PromotionalCredit) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO promotional_credits (id, name, description, credit_system_id, starts_at,
+            ends_at, quantity, reset_interval, access_period_value, access_period_unit,
+            allow_multiple_grants, applied, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,
+            credit_system_id = excluded.credit_system_id, starts_at = excluded.starts_at,
+            ends_at = excluded.ends_at, quantity = excluded.quantity,
+            reset_interval = excluded.reset_interval,
+            access_period_value = excluded.access_period_value,
+            access_period_unit = excluded.access_period_unit,
+            allow_multiple_grants = excluded.allow_multiple_grants, applied = excluded.applied",
+    )?
+    .execute(params![
+        ids::to_bytes(p.id),
+        p.name,
+        p.description,
+        ids::to_bytes(p.credit_system_id),
+        p.starts_at.map(micros),
+        p.ends_at.map(micros),
+        p.policy.quantity.atomic(),
+        p.policy.reset_interval.map_or("never", |i| i.as_str()),
+        p.policy.access_period.map(|a| a.count),
+        p.policy.access_period.map(|a| a.interval.as_str()),
+        p.policy.allow_multiple_grants,
+        p.applied,
+        micros(p.created_at)
+    ])?;
+    Ok(())
+}
+
+pub fn delete_promotion(c: &Connection, id: u128) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM promotional_credits WHERE id = ?")?
+        .execute([ids::to_bytes(id)])?;
+    Ok(())
+}
+
+const ASSIGNMENT_COLUMNS: &str = "id, promotional_credit_id, customer_id, wallet_id, grant_id, granted_at, expires_at, revoked_at";
+
+fn assignment_row(row: &Row) -> rusqlite::Result<Assignment> {
+    Ok(Assignment {
+        id: id_col(row, 0)?,
+        promotional_credit_id: id_col(row, 1)?,
+        customer_id: id_col(row, 2)?,
+        wallet_id: id_col(row, 3)?,
+        grant_id: id_col(row, 4)?,
+        granted_at: instant(row.get(5)?),
+        expires_at: opt_instant(row.get(6)?),
+        revoked_at: opt_instant(row.get(7)?),
+    })
+}
+
+/// A customer's assignments in a campaign that are active at `now`.
+pub fn active_assignments(
+    c: &Connection,
+    promotion_id: u128,
+    customer_id: u128,
+    now: Instant,
+) -> rusqlite::Result<Vec<Assignment>> {
+    c.prepare_cached(&format!(
+        "SELECT {ASSIGNMENT_COLUMNS} FROM promotion_assignments
+         WHERE promotional_credit_id = ? AND customer_id = ? AND revoked_at IS NULL
+           AND (expires_at IS NULL OR expires_at > ?) ORDER BY id"
+    ))?
+    .query_map(
+        params![
+            ids::to_bytes(promotion_id),
+            ids::to_bytes(customer_id),
+            micros(now)
+        ],
+        assignment_row,
+    )?
+    .collect()
+}
+
+pub fn upsert_assignment(c: &Connection, a: &Assignment) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO promotion_assignments (id, promotional_credit_id, customer_id, wallet_id,
+            grant_id, granted_at, expires_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at",
+    )?
+    .execute(params![
+        ids::to_bytes(a.id),
+        ids::to_bytes(a.promotional_credit_id),
+        ids::to_bytes(a.customer_id),
+        ids::to_bytes(a.wallet_id),
+        ids::to_bytes(a.grant_id),
+        micros(a.granted_at),
+        a.expires_at.map(micros),
+        a.revoked_at.map(micros)
+    ])?;
+    Ok(())
+}
+
+/// Customers with a wallet in `credit_system_id`, by customer id, after `after`.
+pub fn customers_with_wallets(
+    c: &Connection,
+    credit_system_id: u128,
+    after: Option<u128>,
+    limit: usize,
+) -> rusqlite::Result<Vec<u128>> {
+    c.prepare_cached(
+        "SELECT customer_id FROM wallets WHERE credit_system_id = ? AND customer_id > ?
+         ORDER BY customer_id LIMIT ?",
+    )?
+    .query_map(
+        params![
+            ids::to_bytes(credit_system_id),
+            ids::to_bytes(after.unwrap_or(0)),
+            limit as i64
+        ],
+        |row| id_col(row, 0),
+    )?
+    .collect()
+}
+
+/// Customers with an assignment not yet revoked, by customer id, after `after`.
+pub fn customers_with_open_assignments(
+    c: &Connection,
+    promotion_id: u128,
+    after: Option<u128>,
+    limit: usize,
+) -> rusqlite::Result<Vec<u128>> {
+    c.prepare_cached(
+        "SELECT DISTINCT customer_id FROM promotion_assignments
+         WHERE promotional_credit_id = ? AND revoked_at IS NULL AND customer_id > ?
+         ORDER BY customer_id LIMIT ?",
+    )?
+    .query_map(
+        params![
+            ids::to_bytes(promotion_id),
+            ids::to_bytes(after.unwrap_or(0)),
+            limit as i64
+        ],
+        |row| id_col(row, 0),
+    )?
+    .collect()
+}
+
+/// How many customers are granted (an active assignment) and how many
+/// revoked (no active assignment, the latest one revoked), at `now`.
+pub fn promotion_counts(
+    c: &Connection,
+    promotion_id: u128,
+    now: Instant,
+) -> rusqlite::Result<(u64, u64)> {
+    c.prepare_cached(
+        "SELECT coalesce(sum(active > 0), 0), coalesce(sum(active = 0 AND latest_revoked), 0) FROM (
+            SELECT customer_id,
+                   sum(revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)) AS active,
+                   (SELECT l.revoked_at IS NOT NULL FROM promotion_assignments l
+                     WHERE l.promotional_credit_id = ?1 AND l.customer_id = a.customer_id
+                     ORDER BY l.id DESC LIMIT 1) AS latest_revoked
+            FROM promotion_assignments a WHERE promotional_credit_id = ?1 GROUP BY customer_id)",
+    )?
+    .query_row(params![ids::to_bytes(promotion_id), micros(now)], |row| Ok((row.get(0)?, row.get(1)?)))
+}
+
+/// One row per customer ever granted, newest customer first, filtered by
+/// status (`granted`, `revoked`, `expired`) and a case-insensitive search.
+pub fn promotion_customers(
+    c: &Connection,
+    promotion_id: u128,
+    status: Option<&str>,
+    query: Option<&str>,
+    now: Instant,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<PromotionCustomer>> {
+    let pattern = query.map(|q| format!("%{}%", like_escape(&q.to_lowercase())));
+    let status = status.map(str::to_string);
+    let sql = format!(
+        "SELECT * FROM (
+            SELECT {CUSTOMER_COLUMNS_C},
+                   sum(a.revoked_at IS NULL AND (a.expires_at IS NULL OR a.expires_at > ?2)) AS active,
+                   max(a.granted_at), max(a.revoked_at),
+                   (SELECT l.revoked_at IS NOT NULL FROM promotion_assignments l
+                     WHERE l.promotional_credit_id = ?1 AND l.customer_id = c.id
+                     ORDER BY l.id DESC LIMIT 1) AS latest_revoked
+            FROM promotion_assignments a JOIN customers c ON c.id = a.customer_id
+            WHERE a.promotional_credit_id = ?1
+              AND (?3 IS NULL OR lower(c.name) LIKE ?3 ESCAPE '\\'
+                   OR lower(coalesce(c.email, '')) LIKE ?3 ESCAPE '\\'
+                   OR lower(coalesce(c.external_id, '')) LIKE ?3 ESCAPE '\\')
+            GROUP BY c.id)
+         WHERE (?4 IS NULL OR (?4 = 'granted' AND active > 0)
+                OR (?4 = 'revoked' AND active = 0 AND latest_revoked)
+                OR (?4 = 'expired' AND active = 0 AND NOT latest_revoked))
+           AND id < ?5 ORDER BY id DESC LIMIT ?6"
+    );
+    page(
+        c,
+        &sql,
+        &[
+            &ids::to_bytes(promotion_id),
+            &micros(now),
+            &pattern,
+            &status,
+        ],
+        limit,
+        starting_after,
+        |row| {
+            Ok(PromotionCustomer {
+                customer: customer_row(row)?,
+                active_assignments: row.get(6)?,
+                last_granted_at: instant(row.get(7)?),
+                revoked_at: opt_instant(row.get(8)?),
+                latest_revoked: row.get(9)?,
+            })
+        },
+    )
+}
+
+const CUSTOMER_COLUMNS_C: &str = "c.id, c.name, c.email, c.external_id, c.metadata, c.created_at";

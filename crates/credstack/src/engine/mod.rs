@@ -12,6 +12,8 @@
 //! the in-memory state of a wallet always equals committed state plus the
 //! batch in flight.
 
+mod promotions;
+
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{self, Generator, Kind};
@@ -79,6 +81,11 @@ impl Idempotency {
     }
 }
 
+pub use promotions::{
+    NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionGrant, PromotionRevoke,
+    PromotionView,
+};
+
 #[derive(Clone, Debug)]
 pub struct BatchItem {
     pub debit: NewDebit,
@@ -142,6 +149,22 @@ pub enum Request {
     Materialise {
         wallet_ids: Vec<u128>,
     },
+    CreatePromotion(NewPromotion),
+    UpdatePromotion {
+        id: u128,
+        edit: PromotionEdit,
+    },
+    DeletePromotion {
+        id: u128,
+    },
+    GrantPromotion {
+        id: u128,
+        customer_ids: Vec<u128>,
+    },
+    RevokePromotion {
+        id: u128,
+        customer_ids: Vec<u128>,
+    },
     CreateApiKey {
         name: String,
         scope: Scope,
@@ -151,6 +174,10 @@ pub enum Request {
         id: u128,
     },
     PurgeIdempotency,
+    /// Keeps `response` under the request's idempotency key.
+    Remember {
+        response: StoredResponse,
+    },
 }
 
 /// A wallet with its live state and summary, as of the request that returned it.
@@ -171,8 +198,20 @@ pub enum Outcome {
     Debit(DebitRecord),
     DebitBatch(Vec<Reply>),
     Hold(HoldRecord),
-    ApiKey { key: ApiKey, secret: Option<String> },
-    Deleted { id: u128 },
+    ApiKey {
+        key: ApiKey,
+        secret: Option<String>,
+    },
+    Deleted {
+        kind: Kind,
+        id: u128,
+    },
+    Promotion(Box<PromotionView>),
+    PromotionGrant(PromotionGrant),
+    PromotionRevoke(PromotionRevoke),
+    /// A response already rendered: what a long call that ran in several
+    /// commits keeps under its idempotency key when it finishes.
+    Rendered(StoredResponse),
     Done,
 }
 
@@ -352,11 +391,7 @@ impl Writer {
             Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
                 Some(Reply::Replayed(stored))
             }
-            Some(_) => Some(Reply::Fresh(Err(Error::Conflict {
-                code: "idempotency_key_reused",
-                message: "this Idempotency-Key was used with a different request".into(),
-                param: None,
-            }))),
+            Some(_) => Some(Reply::Fresh(Err(Error::idempotency_key_reused()))),
         })
     }
 
@@ -478,18 +513,7 @@ impl Writer {
             Request::VoidGrant { id } => {
                 let record =
                     db::grant(&self.connection, *id)?.ok_or(Error::NotFound { what: "grant" })?;
-                let live = self.with_wallet(record.wallet_id, now, |_, wallet, changes| {
-                    if wallet.grant(GrantId(*id)).is_none() {
-                        return Ok(false);
-                    }
-                    wallet
-                        .void_grant(GrantId(*id), now, changes)
-                        .map_err(|r| Error::from_rejection(r, "amount"))?;
-                    Ok(true)
-                })?;
-                if !live {
-                    self.void_finished_grant(*id, now)?;
-                }
+                self.void(record.wallet_id, *id, now)?;
                 let record = db::grant(&self.connection, *id)?.expect("grant exists");
                 let grant = self
                     .current_grant(record.wallet_id, GrantId(*id))
@@ -558,8 +582,21 @@ impl Writer {
                 if !db::delete_api_key(&self.connection, *id)? {
                     return Err(Error::NotFound { what: "API key" });
                 }
-                Ok(Outcome::Deleted { id: *id })
+                Ok(Outcome::Deleted {
+                    kind: Kind::ApiKey,
+                    id: *id,
+                })
             }
+            Request::CreatePromotion(new) => self.create_promotion(new, now),
+            Request::UpdatePromotion { id, edit } => self.update_promotion(*id, edit, now),
+            Request::DeletePromotion { id } => self.delete_promotion(*id),
+            Request::GrantPromotion { id, customer_ids } => {
+                self.grant_promotion(*id, customer_ids, now)
+            }
+            Request::RevokePromotion { id, customer_ids } => {
+                self.revoke_promotion(*id, customer_ids, now)
+            }
+            Request::Remember { response } => Ok(Outcome::Rendered(response.clone())),
             Request::PurgeIdempotency => {
                 let before = now - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
                 db::purge_idempotency(&self.connection, before)?;
@@ -808,6 +845,23 @@ impl Writer {
         )?;
         let hold = db::hold(&self.connection, hold_id)?.expect("hold exists");
         Ok(Outcome::Hold(hold))
+    }
+
+    /// Voids a grant (rule 14), live or not.
+    fn void(&mut self, wallet_id: u128, grant_id: u128, now: Instant) -> Result<()> {
+        let live = self.with_wallet(wallet_id, now, |_, wallet, changes| {
+            if wallet.grant(GrantId(grant_id)).is_none() {
+                return Ok(false);
+            }
+            wallet
+                .void_grant(GrantId(grant_id), now, changes)
+                .map_err(|r| Error::from_rejection(r, "amount"))?;
+            Ok(true)
+        })?;
+        if !live {
+            self.void_finished_grant(grant_id, now)?;
+        }
+        Ok(())
     }
 
     /// Voids a grant that has left the working set (an active grant with

@@ -1,0 +1,377 @@
+//! The writer's side of promotional credits (SPEC rules 19–26): creating and
+//! editing campaigns under the lock, and granting or revoking them customer
+//! by customer. Every assignment is backed by a real grant in the customer's
+//! wallet, written in the same commit; revoking voids that grant.
+
+use super::{Outcome, TEXT_SHORT_MAX, Writer, checked_opt_text, checked_text, parse_amount};
+use crate::error::{Error, Result};
+use crate::ids::Kind;
+use crate::records::*;
+use crate::store::sqlite as db;
+use credstack_core::promotion::{Edit, Policy, Skip, Status, locked_field};
+use credstack_core::{Amount, GrantId, Instant, Interval, Period};
+
+/// Most customers named in one grant or revoke call.
+pub const PROMOTION_CUSTOMERS_MAX: usize = 1000;
+
+/// A new promotional credit campaign (SPEC rule 19).
+#[derive(Clone, Debug)]
+pub struct NewPromotion {
+    pub name: String,
+    pub description: Option<String>,
+    pub credit_system_id: u128,
+    pub starts_at: Option<Instant>,
+    pub ends_at: Option<Instant>,
+    pub quantity: String,
+    pub reset_interval: Option<Interval>,
+    pub access_period: Option<Period>,
+    pub allow_multiple_grants: bool,
+}
+
+/// A change to a campaign; `None` leaves a field as it is. Rule 26 decides
+/// which changes an applied campaign refuses.
+#[derive(Clone, Debug, Default)]
+pub struct PromotionEdit {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub ends_at: Option<Option<Instant>>,
+    pub credit_system_id: Option<u128>,
+    pub quantity: Option<String>,
+    pub reset_interval: Option<Option<Interval>>,
+    pub access_period: Option<Option<Period>>,
+    pub allow_multiple_grants: Option<bool>,
+    pub starts_at: Option<Option<Instant>>,
+}
+
+/// A campaign with what derives from it at `at`.
+#[derive(Clone, Debug)]
+pub struct PromotionView {
+    pub promotion: PromotionalCredit,
+    pub granted_count: u64,
+    pub revoked_count: u64,
+    pub at: Instant,
+}
+
+/// What a grant call did, customer by customer (rule 25).
+#[derive(Clone, Debug, Default)]
+pub struct PromotionGrant {
+    pub granted: Vec<Assignment>,
+    pub skipped: Vec<(u128, Skip)>,
+}
+
+/// What a revoke call did: every assignment it ended, and who was skipped.
+#[derive(Clone, Debug, Default)]
+pub struct PromotionRevoke {
+    pub revoked: Vec<Assignment>,
+    pub skipped: Vec<(u128, Skip)>,
+}
+
+impl Writer {
+    fn promotion(&mut self, id: u128) -> Result<PromotionalCredit> {
+        db::promotion(&self.connection, id)?.ok_or(Error::NotFound {
+            what: "promotional credit",
+        })
+    }
+
+    fn promotion_view(&mut self, promotion: PromotionalCredit, now: Instant) -> Result<Outcome> {
+        let (granted_count, revoked_count) =
+            db::promotion_counts(&self.connection, promotion.id, now)?;
+        Ok(Outcome::Promotion(Box::new(PromotionView {
+            promotion,
+            granted_count,
+            revoked_count,
+            at: now,
+        })))
+    }
+
+    /// The active credit system a campaign funds (rule 19).
+    fn active_credit_system(&mut self, id: u128) -> Result<CreditSystem> {
+        let cs = db::credit_system(&self.connection, id)?
+            .ok_or_else(|| Error::invalid("credit_system_id", "no such credit system"))?;
+        if !cs.active {
+            return Err(Error::Conflict {
+                code: "credit_system_inactive",
+                message: "only active credit systems accept new promotional credits".into(),
+                param: Some("credit_system_id".into()),
+            });
+        }
+        Ok(cs)
+    }
+
+    pub(super) fn create_promotion(&mut self, new: &NewPromotion, now: Instant) -> Result<Outcome> {
+        let name = checked_text("name", &new.name, TEXT_SHORT_MAX)?;
+        let description = checked_opt_text("description", new.description.as_deref())?;
+        let cs = self.active_credit_system(new.credit_system_id)?;
+        let quantity = parse_amount("quantity", &new.quantity, cs.scale, Amount::parse_positive)?;
+        let promotion = PromotionalCredit {
+            id: self.ids.next(),
+            name,
+            description,
+            credit_system_id: cs.id,
+            scale: cs.scale,
+            starts_at: new.starts_at,
+            ends_at: new.ends_at,
+            policy: Policy {
+                quantity,
+                reset_interval: new.reset_interval,
+                access_period: new.access_period,
+                allow_multiple_grants: new.allow_multiple_grants,
+            },
+            applied: false,
+            created_at: now,
+        };
+        check_window(&promotion, now, true)?;
+        db::upsert_promotion(&self.connection, &promotion)?;
+        self.promotion_view(promotion, now)
+    }
+
+    /// Edits a campaign. Once applied, a change to an economic field is
+    /// refused whole (409 `promotion_locked`, naming the field); name,
+    /// description and `ends_at` stay editable (rule 26).
+    pub(super) fn update_promotion(
+        &mut self,
+        id: u128,
+        edit: &PromotionEdit,
+        now: Instant,
+    ) -> Result<Outcome> {
+        let mut promotion = self.promotion(id)?;
+        let moves_credit_system = edit
+            .credit_system_id
+            .is_some_and(|cs| cs != promotion.credit_system_id);
+        let scale = if moves_credit_system && !promotion.applied {
+            let cs = edit.credit_system_id.expect("checked above");
+            self.active_credit_system(cs)?.scale
+        } else {
+            promotion.scale
+        };
+        let quantity = edit
+            .quantity
+            .as_deref()
+            .map(|text| parse_amount("quantity", text, scale, Amount::parse_positive))
+            .transpose()?;
+        let economics = Edit {
+            credit_system_id: edit.credit_system_id,
+            quantity,
+            reset_interval: edit.reset_interval,
+            access_period: edit.access_period,
+            allow_multiple_grants: edit.allow_multiple_grants,
+            starts_at: edit.starts_at,
+        };
+        let locked = locked_field(
+            &economics,
+            promotion.credit_system_id,
+            &promotion.policy,
+            promotion.starts_at,
+        );
+        if promotion.applied
+            && let Some(field) = locked
+        {
+            return Err(Error::Conflict {
+                code: "promotion_locked",
+                message: format!(
+                    "{field} cannot change once the promotional credit has been granted"
+                ),
+                param: Some(field.to_string()),
+            });
+        }
+        if let Some(name) = &edit.name {
+            promotion.name = checked_text("name", name, TEXT_SHORT_MAX)?;
+        }
+        if let Some(description) = &edit.description {
+            promotion.description = checked_opt_text("description", description.as_deref())?;
+        }
+        if let Some(ends_at) = edit.ends_at {
+            promotion.ends_at = ends_at;
+        }
+        if let Some(cs) = economics.credit_system_id {
+            promotion.credit_system_id = cs;
+            promotion.scale = scale;
+        }
+        if let Some(quantity) = economics.quantity {
+            promotion.policy.quantity = quantity;
+        }
+        if let Some(reset_interval) = economics.reset_interval {
+            promotion.policy.reset_interval = reset_interval;
+        }
+        if let Some(access_period) = economics.access_period {
+            promotion.policy.access_period = access_period;
+        }
+        if let Some(allow) = economics.allow_multiple_grants {
+            promotion.policy.allow_multiple_grants = allow;
+        }
+        let starts_at_changed = economics
+            .starts_at
+            .is_some_and(|s| s != promotion.starts_at);
+        if let Some(starts_at) = economics.starts_at {
+            promotion.starts_at = starts_at;
+        }
+        check_window(&promotion, now, starts_at_changed)?;
+        db::upsert_promotion(&self.connection, &promotion)?;
+        self.promotion_view(promotion, now)
+    }
+
+    /// Deletes a campaign nobody has been granted (rule 26).
+    pub(super) fn delete_promotion(&mut self, id: u128) -> Result<Outcome> {
+        let promotion = self.promotion(id)?;
+        if promotion.applied {
+            return Err(Error::conflict(
+                "promotion_locked",
+                "a promotional credit that has been granted cannot be deleted; end it with ends_at",
+            ));
+        }
+        db::delete_promotion(&self.connection, id)?;
+        Ok(Outcome::Deleted {
+            kind: Kind::PromotionalCredit,
+            id,
+        })
+    }
+
+    /// Grants a campaign to each customer, or says why not (rules 20–23, 25).
+    /// One skipped customer never fails the others.
+    pub(super) fn grant_promotion(
+        &mut self,
+        id: u128,
+        customer_ids: &[u128],
+        now: Instant,
+    ) -> Result<Outcome> {
+        let mut promotion = self.promotion(id)?;
+        if promotion.window().status(now) != Status::Active {
+            return Err(Error::conflict(
+                "promotion_not_active",
+                "the promotional credit can be granted only inside its promo window",
+            ));
+        }
+        let mut outcome = PromotionGrant::default();
+        for &customer_id in customer_ids {
+            match self.grant_one(&promotion, customer_id, now)? {
+                Ok(assignment) => outcome.granted.push(assignment),
+                Err(skip) => outcome.skipped.push((customer_id, skip)),
+            }
+        }
+        if !outcome.granted.is_empty() && !promotion.applied {
+            promotion.applied = true;
+            db::upsert_promotion(&self.connection, &promotion)?;
+        }
+        Ok(Outcome::PromotionGrant(outcome))
+    }
+
+    fn grant_one(
+        &mut self,
+        promotion: &PromotionalCredit,
+        customer_id: u128,
+        now: Instant,
+    ) -> Result<std::result::Result<Assignment, Skip>> {
+        if db::customer(&self.connection, customer_id)?.is_none() {
+            return Ok(Err(Skip::CustomerNotFound));
+        }
+        let wallet =
+            db::wallet_by_owner(&self.connection, customer_id, promotion.credit_system_id)?;
+        let active =
+            db::active_assignments(&self.connection, promotion.id, customer_id, now)?.len();
+        if let Err(skip) = promotion.policy.may_grant(wallet.is_some(), active) {
+            return Ok(Err(skip));
+        }
+        let wallet = wallet.expect("may_grant checked the wallet");
+        let assignment_id = self.ids.next();
+        let grant_id = GrantId(self.ids.next());
+        let terms = promotion.policy.grant_terms(now);
+        let added = self.with_wallet(wallet.id, now, |_, state, changes| {
+            state
+                .add_grant(grant_id, terms, now, changes)
+                .map_err(|r| Error::from_rejection(r, "quantity"))?;
+            Ok(state.grant(grant_id).expect("a new grant is live").clone())
+        });
+        let grant = match added {
+            Ok(grant) => grant,
+            Err(Error::Conflict {
+                code: "wallet_capacity_exceeded",
+                ..
+            }) => return Ok(Err(Skip::WalletCapacityExceeded)),
+            Err(error) => return Err(error),
+        };
+        let assignment = Assignment {
+            id: assignment_id,
+            promotional_credit_id: promotion.id,
+            customer_id,
+            wallet_id: wallet.id,
+            grant_id: grant_id.0,
+            granted_at: now,
+            expires_at: grant.terms.expires_at,
+            revoked_at: None,
+        };
+        let record = GrantRecord {
+            grant,
+            wallet_id: wallet.id,
+            scale: wallet.scale,
+            description: Some(promotion.name.clone()),
+            metadata: Metadata::new(),
+            source: Source::PromotionalCredit {
+                promotional_credit_id: promotion.id,
+                assignment_id,
+            },
+            created_at: now,
+        };
+        db::insert_grant(&self.connection, &record)?;
+        db::upsert_assignment(&self.connection, &assignment)?;
+        Ok(Ok(assignment))
+    }
+
+    /// Ends each customer's active assignments and voids their grants, so
+    /// the unspent promotional balance is taken back and nothing renews
+    /// (rule 24). Revoking is allowed outside the promo window.
+    pub(super) fn revoke_promotion(
+        &mut self,
+        id: u128,
+        customer_ids: &[u128],
+        now: Instant,
+    ) -> Result<Outcome> {
+        let promotion = self.promotion(id)?;
+        let mut outcome = PromotionRevoke::default();
+        for &customer_id in customer_ids {
+            if db::customer(&self.connection, customer_id)?.is_none() {
+                outcome.skipped.push((customer_id, Skip::CustomerNotFound));
+                continue;
+            }
+            let active = db::active_assignments(&self.connection, promotion.id, customer_id, now)?;
+            if active.is_empty() {
+                outcome.skipped.push((customer_id, Skip::NotGranted));
+                continue;
+            }
+            for mut assignment in active {
+                assignment.revoked_at = Some(now);
+                db::upsert_assignment(&self.connection, &assignment)?;
+                match self.void(assignment.wallet_id, assignment.grant_id, now) {
+                    // An operator may have voided the grant already; the
+                    // assignment ends all the same.
+                    Ok(())
+                    | Err(Error::Conflict {
+                        code: "grant_already_ended",
+                        ..
+                    }) => {}
+                    Err(error) => return Err(error),
+                }
+                outcome.revoked.push(assignment);
+            }
+        }
+        Ok(Outcome::PromotionRevoke(outcome))
+    }
+}
+
+/// A campaign's window: a start just set is not in the past, and the end
+/// comes after the start.
+fn check_window(promotion: &PromotionalCredit, now: Instant, starts_at_set: bool) -> Result<()> {
+    if starts_at_set && promotion.starts_at.is_some_and(|s| s < now) {
+        return Err(Error::invalid(
+            "starts_at",
+            "starts_at must not be in the past",
+        ));
+    }
+    let start = promotion.window().starts_at;
+    if promotion.ends_at.is_some_and(|end| end <= start) {
+        return Err(Error::invalid(
+            "ends_at",
+            "ends_at must be after the promo window starts",
+        ));
+    }
+    Ok(())
+}
