@@ -35,3 +35,5 @@ CREATE TABLE promotion_assignments (
 CREATE INDEX assignments_by_customer ON promotion_assignments (promotional_credit_id, customer_id);
 CREATE INDEX assignments_open ON promotion_assignments (promotional_credit_id, customer_id)
     WHERE revoked_at IS NULL;
+-- All-customers grants walk a credit system's wallets in customer order.
+CREATE INDEX wallets_by_credit_system_customer ON wallets (credit_system_id, customer_id);
