@@ -144,9 +144,15 @@ impl Writer {
         } else {
             promotion.scale
         };
+        // Quantities are kept in atomic units of the credit system's scale:
+        // moving to a system of another scale re-reads the current quantity
+        // at the new scale (refused when it has too many decimal places).
+        let current = (moves_credit_system && !promotion.applied && scale != promotion.scale)
+            .then(|| promotion.policy.quantity.format(promotion.scale));
         let quantity = edit
             .quantity
             .as_deref()
+            .or(current.as_deref())
             .map(|text| parse_amount("quantity", text, scale, Amount::parse_positive))
             .transpose()?;
         let economics = Edit {
