@@ -37,6 +37,9 @@ pub const QUEUE_MAX: usize = 65_536;
 pub const DEBIT_BATCH_MAX: usize = 1000;
 /// Idempotency keys are kept at least this long (SPEC rule 18 asks 24 hours).
 pub const IDEMPOTENCY_KEEP_HOURS: i64 = 48;
+/// Most wallet states the writer keeps in memory. Past it, a tenth of them
+/// is dropped after a commit; they reload from disk when next touched.
+pub const WALLET_CACHE_MAX: usize = 1_000_000;
 
 #[derive(Clone, Debug)]
 pub struct NewGrant {
@@ -331,6 +334,7 @@ impl Writer {
             }
             self.flush()?;
             self.connection.execute_batch("COMMIT")?;
+            self.bound_cache();
             Ok(replies)
         })();
         match outcome {
@@ -346,6 +350,20 @@ impl Writer {
                     .collect()
             }
         }
+    }
+
+    /// Keeps the in-memory wallet states within [`WALLET_CACHE_MAX`]. Runs
+    /// after a commit, when every cached state equals what is on disk.
+    fn bound_cache(&mut self) {
+        if self.wallets.len() <= WALLET_CACHE_MAX {
+            return;
+        }
+        let mut to_drop = WALLET_CACHE_MAX / 10;
+        self.wallets.retain(|_, _| {
+            let keep = to_drop == 0;
+            to_drop = to_drop.saturating_sub(1);
+            keep
+        });
     }
 
     /// Writes each touched wallet's balances and every grant that changed.
