@@ -125,7 +125,10 @@ fn open_ledger() -> (Ledger, tempfile::TempDir) {
 }
 
 async fn execute(ledger: &Ledger, request: Request) -> Outcome {
-    ledger.execute(request).await.expect("benchmark requests succeed")
+    ledger
+        .execute(request)
+        .await
+        .expect("benchmark requests succeed")
 }
 
 /// Creates `count` customers, each with a wallet in `credit_system_id`,
@@ -196,7 +199,10 @@ async fn promo_grant_all(customers: usize) -> Figure {
         .await
         .expect("grant to all");
     let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(outcome.done_count, customers as u64, "every customer granted");
+    assert_eq!(
+        outcome.done_count, customers as u64,
+        "every customer granted"
+    );
     assert_eq!(outcome.skipped_count, 0);
     Figure {
         workload: "promo-grant-all",

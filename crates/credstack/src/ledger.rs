@@ -33,6 +33,10 @@ struct Inner {
     readers: r2d2::Pool<SqliteConnectionManager>,
     clock: Arc<Clock>,
     api_keys: RwLock<Vec<ApiKey>>,
+    /// Held by a call to all customers with an idempotency key from its
+    /// replay check until its response is kept. One process only: several
+    /// nodes on one database need a key reservation in the store.
+    keyed_bulk: tokio::sync::Mutex<()>,
 }
 
 pub struct Config {
@@ -76,6 +80,7 @@ impl Ledger {
                 readers,
                 clock,
                 api_keys: RwLock::new(api_keys),
+                keyed_bulk: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -331,6 +336,11 @@ impl Ledger {
                 other => unreachable!("a revoke answers a revoke: {other:?}"),
             }
         }
+    }
+
+    /// Waits for the turn of a keyed call to all customers (see `keyed_bulk`).
+    pub async fn keyed_bulk_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.keyed_bulk.lock().await
     }
 
     /// The response kept under an idempotency key, if the key was used

@@ -244,6 +244,12 @@ async fn bulk(
     outcome: fn(BulkOutcome) -> serde_json::Value,
 ) -> Answer {
     let idempotency = key.for_request("POST", path, raw);
+    // Keyed calls run one at a time: a repeat sent while the first is still
+    // running waits for it, then replays its response (rule 18).
+    let _turn = match &idempotency {
+        Some(_) => Some(ledger.keyed_bulk_turn().await),
+        None => None,
+    };
     if let Some(idempotency) = &idempotency
         && let Some(stored) = ledger.stored_response(idempotency).await?
     {
