@@ -189,7 +189,7 @@ impl Ledger {
                     tracing::warn!(?error, "background sweep failed");
                 }
                 if ticks % 7200 == 1 {
-                    let _ = ledger.execute(Request::PurgeIdempotency).await;
+                    let _ = ledger.execute(Request::PurgeExpired).await;
                 }
             }
         });
@@ -203,6 +203,12 @@ impl Ledger {
         keys.iter()
             .find(|k| bool::from(k.secret_hash.ct_eq(&hash)))
             .cloned()
+    }
+
+    /// The scope of the key with this id, if the key still exists.
+    pub fn api_key_scope(&self, id: u128) -> Option<Scope> {
+        let keys = self.inner.api_keys.read().expect("key cache lock");
+        keys.iter().find(|k| k.id == id).map(|k| k.scope)
     }
 
     pub fn has_api_keys(&self) -> bool {

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod history;

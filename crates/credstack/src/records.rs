@@ -289,3 +289,15 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub has_more: bool,
 }
+
+/// A signed-in operator's console session. Expiry uses the wall clock, not
+/// the ledger clock: a simulated clock moved months ahead must not sign
+/// operators out, nor keep a session alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub token_hash: [u8; 32],
+    pub csrf_token: String,
+    pub api_key_id: u128,
+    pub created_at: Instant,
+    pub expires_at: Instant,
+}

@@ -176,7 +176,12 @@ pub enum Request {
     DeleteApiKey {
         id: u128,
     },
-    PurgeIdempotency,
+    /// Drops idempotency keys past their keeping time and expired console sessions.
+    PurgeExpired,
+    CreateSession(ConsoleSession),
+    DeleteSession {
+        token_hash: [u8; 32],
+    },
     /// Keeps `response` under the request's idempotency key.
     Remember {
         response: StoredResponse,
@@ -615,9 +620,18 @@ impl Writer {
                 self.revoke_promotion(*id, customer_ids, now)
             }
             Request::Remember { response } => Ok(Outcome::Rendered(response.clone())),
-            Request::PurgeIdempotency => {
+            Request::PurgeExpired => {
                 let before = now - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
                 db::purge_idempotency(&self.connection, before)?;
+                db::purge_sessions(&self.connection, chrono::Utc::now())?;
+                Ok(Outcome::Done)
+            }
+            Request::CreateSession(session) => {
+                db::insert_session(&self.connection, session)?;
+                Ok(Outcome::Done)
+            }
+            Request::DeleteSession { token_hash } => {
+                db::delete_session(&self.connection, token_hash)?;
                 Ok(Outcome::Done)
             }
         }

@@ -91,6 +91,7 @@ pub fn app(ledger: Ledger) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(v1)
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ledger)

@@ -14,7 +14,11 @@ use credstack_core::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 /// Opens (creating if needed) the database and migrates it.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -1246,3 +1250,54 @@ pub fn promotion_customers(
 }
 
 const CUSTOMER_COLUMNS_C: &str = "c.id, c.name, c.email, c.external_id, c.metadata, c.created_at";
+
+// ---- console sessions -------------------------------------------------------------
+
+pub fn insert_session(c: &Connection, session: &ConsoleSession) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO console_sessions (token_hash, csrf_token, api_key_id, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        session.token_hash.as_slice(),
+        session.csrf_token,
+        ids::to_bytes(session.api_key_id),
+        micros(session.created_at),
+        micros(session.expires_at)
+    ])?;
+    Ok(())
+}
+
+/// The session with this token hash, if it has not expired by `now`.
+pub fn session(
+    c: &Connection,
+    token_hash: &[u8; 32],
+    now: Instant,
+) -> rusqlite::Result<Option<ConsoleSession>> {
+    c.prepare_cached(
+        "SELECT token_hash, csrf_token, api_key_id, created_at, expires_at FROM console_sessions
+         WHERE token_hash = ? AND expires_at > ?",
+    )?
+    .query_row(params![token_hash.as_slice(), micros(now)], |row| {
+        let hash: Vec<u8> = row.get(0)?;
+        Ok(ConsoleSession {
+            token_hash: hash.try_into().expect("stored hashes are 32 bytes"),
+            csrf_token: row.get(1)?,
+            api_key_id: id_col(row, 2)?,
+            created_at: instant(row.get(3)?),
+            expires_at: instant(row.get(4)?),
+        })
+    })
+    .optional()
+}
+
+pub fn delete_session(c: &Connection, token_hash: &[u8; 32]) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM console_sessions WHERE token_hash = ?")?
+        .execute([token_hash.as_slice()])?;
+    Ok(())
+}
+
+pub fn purge_sessions(c: &Connection, expired_by: Instant) -> rusqlite::Result<usize> {
+    c.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?")?
+        .execute([micros(expired_by)])
+}
