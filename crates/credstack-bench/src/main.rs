@@ -195,7 +195,7 @@ async fn promo_grant_all(customers: usize) -> Figure {
     };
     let started = Instant::now();
     let outcome = ledger
-        .grant_to_all(promotion.promotion.id)
+        .grant_to_all(promotion.promotion.id, &|_| {})
         .await
         .expect("grant to all");
     let seconds = started.elapsed().as_secs_f64();

@@ -17,6 +17,8 @@ pub enum Kind {
     ApiKey,
     PromotionalCredit,
     Assignment,
+    /// A console background job.
+    Job,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::ApiKey => "key",
             Kind::PromotionalCredit => "pc",
             Kind::Assignment => "pca",
+            Kind::Job => "job",
         }
     }
 }

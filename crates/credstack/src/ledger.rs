@@ -37,6 +37,7 @@ struct Inner {
     /// replay check until its response is kept. One process only: several
     /// nodes on one database need a key reservation in the store.
     keyed_bulk: tokio::sync::Mutex<()>,
+    jobs: crate::jobs::Jobs,
 }
 
 pub struct Config {
@@ -81,6 +82,7 @@ impl Ledger {
                 clock,
                 api_keys: RwLock::new(api_keys),
                 keyed_bulk: tokio::sync::Mutex::new(()),
+                jobs: crate::jobs::Jobs::default(),
             }),
         })
     }
@@ -251,6 +253,9 @@ pub const BULK_CHUNK: usize = 1000;
 /// counts stay whole.
 pub const BULK_LIST_MAX: usize = 100;
 
+/// Called after each commit of a call to all customers.
+pub type Progress<'a> = dyn Fn(&BulkOutcome) + Send + Sync + 'a;
+
 /// What a grant or revoke to all customers did: the first
 /// [`BULK_LIST_MAX`] items of each list and the whole counts.
 #[derive(Clone, Debug, Default)]
@@ -259,6 +264,8 @@ pub struct BulkOutcome {
     pub skipped: Vec<(u128, credstack_core::promotion::Skip)>,
     pub done_count: u64,
     pub skipped_count: u64,
+    /// Whole counts of skipped customers by reason.
+    pub skipped_by_reason: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl BulkOutcome {
@@ -269,6 +276,9 @@ impl BulkOutcome {
     ) {
         self.done_count += done.len() as u64;
         self.skipped_count += skipped.len() as u64;
+        for (_, reason) in &skipped {
+            *self.skipped_by_reason.entry(reason.as_str()).or_default() += 1;
+        }
         let room = BULK_LIST_MAX.saturating_sub(self.done.len());
         self.done.extend(done.into_iter().take(room));
         let room = BULK_LIST_MAX.saturating_sub(self.skipped.len());
@@ -283,7 +293,12 @@ impl Ledger {
     /// leaves every customer either fully granted or untouched; calling again
     /// finishes the job, and without multiple grants nobody is granted twice
     /// (they are skipped as `already_granted`).
-    pub async fn grant_to_all(&self, promotion_id: u128) -> Result<BulkOutcome> {
+    /// `progress` sees the outcome so far after each commit.
+    pub async fn grant_to_all(
+        &self,
+        promotion_id: u128,
+        progress: &Progress<'_>,
+    ) -> Result<BulkOutcome> {
         let promotion = self
             .read(move |c| db::promotion(c, promotion_id))
             .await?
@@ -309,13 +324,18 @@ impl Ledger {
                 Outcome::PromotionGrant(grant) => outcome.add(grant.granted, grant.skipped),
                 other => unreachable!("a grant answers a grant: {other:?}"),
             }
+            progress(&outcome);
         }
     }
 
     /// Revokes a campaign from every customer holding an assignment that is
     /// not revoked, [`BULK_CHUNK`] customers per commit. Re-running after an
     /// interruption finishes the job.
-    pub async fn revoke_from_all(&self, promotion_id: u128) -> Result<BulkOutcome> {
+    pub async fn revoke_from_all(
+        &self,
+        promotion_id: u128,
+        progress: &Progress<'_>,
+    ) -> Result<BulkOutcome> {
         self.read(move |c| db::promotion(c, promotion_id))
             .await?
             .ok_or(Error::NotFound {
@@ -341,7 +361,13 @@ impl Ledger {
                 Outcome::PromotionRevoke(revoke) => outcome.add(revoke.revoked, revoke.skipped),
                 other => unreachable!("a revoke answers a revoke: {other:?}"),
             }
+            progress(&outcome);
         }
+    }
+
+    /// Background jobs the console started in this process.
+    pub fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.inner.jobs
     }
 
     /// Waits for the turn of a keyed call to all customers (see `keyed_bulk`).

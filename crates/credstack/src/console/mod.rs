@@ -10,6 +10,7 @@
 
 mod assets;
 mod credit_systems;
+mod promotions;
 mod session;
 
 use crate::ledger::Ledger;
@@ -36,7 +37,35 @@ pub fn router() -> Router<Ledger> {
             "/credit-systems/{id}/status",
             post(credit_systems::set_status),
         )
-    // PAGES
+        // PAGES
+        .route(
+            "/offers/promotions/credit",
+            get(promotions::list).post(promotions::create),
+        )
+        .route(
+            "/offers/promotions/credit/{id}",
+            get(promotions::show).post(promotions::edit),
+        )
+        .route(
+            "/offers/promotions/credit/{id}/delete",
+            post(promotions::delete),
+        )
+        .route(
+            "/offers/promotions/credit/{id}/grant",
+            post(promotions::grant),
+        )
+        .route(
+            "/offers/promotions/credit/{id}/revoke",
+            post(promotions::revoke),
+        )
+        .route(
+            "/offers/promotions/credit/{id}/customer-search",
+            get(promotions::customer_search),
+        )
+        .route(
+            "/offers/promotions/credit/{id}/jobs/{job}",
+            get(promotions::job_progress),
+        )
 }
 
 async fn home(_operator: Operator) -> Redirect {

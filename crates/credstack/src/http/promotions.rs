@@ -301,7 +301,7 @@ pub async fn grant_promotional_credit(
             Ok(reply(ledger.submit(request, idempotency).await))
         }
         Target::All => {
-            let run = ledger.grant_to_all(id);
+            let run = ledger.grant_to_all(id, &|_| {});
             bulk(&ledger, key, &path, &body.raw, run, |done| {
                 serde_json::to_value(GrantResultWire {
                     object: "promotional_credit_grant",
@@ -334,7 +334,7 @@ pub async fn revoke_promotional_credit(
             Ok(reply(ledger.submit(request, idempotency).await))
         }
         Target::All => {
-            let run = ledger.revoke_from_all(id);
+            let run = ledger.revoke_from_all(id, &|_| {});
             bulk(&ledger, key, &path, &body.raw, run, |done| {
                 serde_json::to_value(RevokeResultWire {
                     object: "promotional_credit_revoke",

@@ -1301,3 +1301,18 @@ pub fn purge_sessions(c: &Connection, expired_by: Instant) -> rusqlite::Result<u
     c.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?")?
         .execute([micros(expired_by)])
 }
+
+/// How many wallets a credit system has: the customers an all-customers
+/// grant will consider.
+pub fn count_wallets(c: &Connection, credit_system_id: u128) -> rusqlite::Result<u64> {
+    c.prepare_cached("SELECT count(*) FROM wallets WHERE credit_system_id = ?")?
+        .query_row([ids::to_bytes(credit_system_id)], |row| row.get(0))
+}
+
+/// Whether any customer was ever granted this campaign.
+pub fn promotion_has_customers(c: &Connection, promotion_id: u128) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM promotion_assignments WHERE promotional_credit_id = ?)",
+    )?
+    .query_row([ids::to_bytes(promotion_id)], |row| row.get(0))
+}
