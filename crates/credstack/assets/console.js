@@ -38,7 +38,35 @@
     }
     syncSelection(form);
   });
+  // The grant dialog's search results come and go; what was chosen stays in
+  // #grant-selected as checked boxes named customer_ids.
+  document.addEventListener("change", function (event) {
+    var box = event.target;
+    if (!box.matches("[data-candidate]")) { return; }
+    var selected = document.getElementById("grant-selected");
+    if (!selected) { return; }
+    var existing = selected.querySelector("input[value='" + box.value + "']");
+    if (box.checked && !existing) {
+      var label = document.createElement("label");
+      var input = document.createElement("input");
+      input.type = "checkbox"; input.name = "customer_ids"; input.value = box.value; input.checked = true;
+      label.appendChild(input);
+      label.appendChild(document.createTextNode(" " + box.getAttribute("data-name")));
+      selected.appendChild(label);
+    } else if (existing) {
+      existing.checked = box.checked;
+    }
+  });
+  function markChosen(root) {
+    var selected = document.getElementById("grant-selected");
+    if (!selected) { return; }
+    root.querySelectorAll("[data-candidate]").forEach(function (box) {
+      var chosen = selected.querySelector("input[value='" + box.value + "']");
+      box.checked = !!(chosen && chosen.checked);
+    });
+  }
   function init(root) {
+    markChosen(root);
     root.querySelectorAll("form").forEach(syncSelection);
     root.querySelectorAll("dialog[data-open-on-load]").forEach(function (d) { if (!d.open) { d.showModal(); } });
   }

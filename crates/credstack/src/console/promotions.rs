@@ -465,6 +465,7 @@ pub struct ShowQuery {
 #[template(path = "console/promotion.html")]
 struct DetailsPage {
     layout: Layout,
+    promotion_id: String,
     promotion: Summary,
     has_customers: bool,
     filter: String,
@@ -541,6 +542,7 @@ async fn details_page(
         .flatten();
     Ok(DetailsPage {
         layout: Layout::new("promotions", operator, query.notice.clone()),
+        promotion_id: ids::format(Kind::PromotionalCredit, id),
         edit: edit.unwrap_or_else(|| PolicyForm::from_view(&view)),
         promotion: summary(&view, &systems),
         has_customers,

@@ -3,6 +3,8 @@
 //! port 0 on loopback, and a simulated clock it moves through the API.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use credstack::clock::Clock;
 use credstack::ledger::{Config, Ledger};
 use reqwest::{Method, StatusCode};

@@ -1,0 +1,380 @@
+//! The operator console in a real Chromium against the real server on a real
+//! store. Each test saves screenshots of the pages it visits.
+
+mod common;
+
+use common::{ADMIN_KEY, Server, browser};
+use serde_json::json;
+
+/// Customers with wallets (and one without) in a new credit system.
+async fn seed(server: &Server) -> (String, Vec<(String, String)>) {
+    let cs = server
+        .post(
+            "/v1/credit_systems",
+            json!({"key": "ai_tokens", "name": "AI tokens", "unit": "tokens"}),
+        )
+        .await
+        .ok()
+        .id();
+    let mut customers = Vec::new();
+    for (name, email) in [
+        ("Ada Lovelace", "ada@example.com"),
+        ("Grace Hopper", "grace@example.com"),
+        ("Alan Turing", "alan@example.com"),
+        ("Katherine Johnson", "katherine@example.com"),
+    ] {
+        let customer = server
+            .post("/v1/customers", json!({"name": name, "email": email}))
+            .await
+            .ok()
+            .id();
+        let wallet = server
+            .post(
+                "/v1/wallets",
+                json!({"customer_id": customer, "credit_system_id": cs}),
+            )
+            .await
+            .ok()
+            .id();
+        customers.push((customer, wallet));
+    }
+    server
+        .post("/v1/customers", json!({"name": "Edsger Dijkstra"}))
+        .await
+        .ok();
+    (cs, customers)
+}
+
+#[tokio::test]
+async fn console_sign_in_refuses_a_wrong_key_and_signs_out() {
+    let server = Server::start().await;
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let base = &server.base;
+    browser
+        .goto(&format!("{base}/offers/promotions/credit"))
+        .await;
+    let path = browser.current_path().await;
+    assert!(
+        path.starts_with("/login"),
+        "signed-out visits go to sign-in: {path} {}",
+        browser.page_text().await
+    );
+    browser.screenshot("sign-in").await;
+    browser.fill("#api_key", "csk_not_a_key").await;
+    browser
+        .click("form[action='/login'] button[type=submit]")
+        .await;
+    browser.wait_for_text("That is not an admin API key.").await;
+    let usage = server
+        .post("/v1/api_keys", json!({"name": "meter", "scope": "usage"}))
+        .await
+        .ok()
+        .str("secret");
+    browser.fill("#api_key", &usage).await;
+    browser
+        .click("form[action='/login'] button[type=submit]")
+        .await;
+    browser.wait_for_text("That is not an admin API key.").await;
+    browser.fill("#api_key", ADMIN_KEY).await;
+    browser
+        .click("form[action='/login'] button[type=submit]")
+        .await;
+    browser.find("nav.sidebar").await;
+    assert_eq!(
+        browser.current_path().await,
+        "/offers/promotions/credit",
+        "sign-in returns to the page asked for"
+    );
+    browser.click("form.signout button").await;
+    browser.find("#api_key").await;
+    browser.goto(&format!("{base}/credit-systems")).await;
+    assert!(
+        browser.current_path().await.starts_with("/login"),
+        "the session ended"
+    );
+}
+
+#[tokio::test]
+async fn console_credit_systems_create_deactivate_reactivate() {
+    let server = Server::start().await;
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let base = &server.base;
+    browser.sign_in(base, ADMIN_KEY).await;
+    browser.goto(&format!("{base}/credit-systems")).await;
+    browser
+        .click("button[data-open='create-credit-system']")
+        .await;
+    browser.fill("#cs-name", "API calls").await;
+    browser.fill("#cs-key", "api_calls").await;
+    browser.fill("#cs-unit", "calls").await;
+    browser.fill("#cs-scale", "2").await;
+    browser
+        .click("#create-credit-system button[type=submit]")
+        .await;
+    browser
+        .wait_for_text("Credit system api_calls created.")
+        .await;
+    browser.screenshot("credit-systems").await;
+    // The same key again: the API's error shows next to the field.
+    browser
+        .click("button[data-open='create-credit-system']")
+        .await;
+    browser.fill("#cs-name", "Again").await;
+    browser.fill("#cs-key", "api_calls").await;
+    browser.fill("#cs-unit", "calls").await;
+    browser
+        .click("#create-credit-system button[type=submit]")
+        .await;
+    browser.wait_for_text("already exists").await;
+    browser.goto(&format!("{base}/credit-systems")).await;
+    browser
+        .click("button[aria-label='Deactivate API calls']")
+        .await;
+    browser.wait_for_text("Credit system deactivated.").await;
+    let listed = server.get("/v1/credit_systems").await.ok().body;
+    assert_eq!(listed["data"][0]["status"], "inactive");
+    browser
+        .click("button[aria-label='Reactivate API calls']")
+        .await;
+    browser.wait_for_text("Credit system reactivated.").await;
+    let listed = server.get("/v1/credit_systems").await.ok().body;
+    assert_eq!(listed["data"][0]["status"], "active");
+}
+
+/// Seed 000, done in the console by someone who has read only the seed.
+#[tokio::test]
+async fn console_promotional_credit_as_seed_000_walks_through_it() {
+    let server = Server::start().await;
+    let (cs, customers) = seed(&server).await;
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let base = &server.base;
+    browser.sign_in(base, ADMIN_KEY).await;
+
+    // Offers → Promotions → Credit, then "Create promotional credit".
+    browser.click("a[href='/offers/promotions/credit']").await;
+    browser.wait_for_text("No promotional credits yet.").await;
+    browser
+        .click(".page-head button[data-open='create-promotional-credit']")
+        .await;
+    browser.fill("#create-name", "Spring launch").await;
+    browser
+        .fill("#create-description", "Welcome offer for new sign-ups")
+        .await;
+    browser.select("#create-credit-system", &cs).await;
+    browser
+        .click("#create-promotional-credit input[name=start][value=date]")
+        .await;
+    browser
+        .set_value("#create-starts-at", "2025-02-01T09:00")
+        .await;
+    browser.fill("#create-quantity", "500.5").await;
+    browser.select("#create-reset", "month").await;
+    browser
+        .click("#create-promotional-credit input[name=access][value=on]")
+        .await;
+    browser.fill("#create-duration-value", "3").await;
+    browser.select("#create-duration-unit", "month").await;
+    browser.screenshot("create-promotional-credit").await;
+    browser
+        .click("#create-promotional-credit button[type=submit]")
+        .await;
+    // The API refuses an over-precise quantity; the modal reopens with the
+    // error next to the field and what was typed kept.
+    browser
+        .wait_for_text("has more decimal places than the credit system's scale")
+        .await;
+    assert_eq!(
+        browser
+            .find("#create-name")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap(),
+        "Spring launch"
+    );
+    browser.fill("#create-quantity", "500").await;
+    browser
+        .click("#create-promotional-credit button[type=submit]")
+        .await;
+    browser.wait_for_text("Promotional credit created.").await;
+    let promotion_path = browser.current_path().await;
+    let promotion_path = promotion_path.split('?').next().unwrap().to_string();
+    let promotion_id = promotion_path.rsplit('/').next().unwrap().to_string();
+
+    // Scheduled until its start: granting is refused, the page says so.
+    browser.wait_for_text("scheduled").await;
+    browser.wait_for_text("No customers yet.").await;
+    server.advance("2025-02-01T09:00:00Z").await;
+    browser.goto(&format!("{base}{promotion_path}")).await;
+    browser.wait_for_text("active").await;
+    browser.screenshot("promotion-empty").await;
+
+    // Grant to specific customers, chosen by search.
+    browser
+        .click(".empty button[data-open='grant-dialog']")
+        .await;
+    browser
+        .click("#grant-dialog input[name=target][value=specific]")
+        .await;
+    browser.fill("#grant-search", "ada").await;
+    browser
+        .click(&format!(
+            "#grant-candidates input[value='{}']",
+            customers[0].0
+        ))
+        .await;
+    browser.fill("#grant-search", "grace").await;
+    browser
+        .click(&format!(
+            "#grant-candidates input[value='{}']",
+            customers[1].0
+        ))
+        .await;
+    browser.screenshot("grant-specific").await;
+    browser.click("#grant-dialog button[type=submit]").await;
+    browser.wait_for_text("Granted 2 customers.").await;
+    // The lock state: locked fields are shown locked; name stays editable.
+    browser.wait_for_text("Applied: economics locked").await;
+    let balance = server.balance(&customers[0].1).await;
+    assert_eq!(balance["by_purpose"]["promotional"], "500");
+    browser
+        .click(".actions button[data-open='edit-dialog']")
+        .await;
+    assert!(
+        browser
+            .find("#edit-quantity")
+            .await
+            .attr("disabled")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        browser
+            .find("#edit-credit-system")
+            .await
+            .attr("disabled")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        browser
+            .find("#edit-name")
+            .await
+            .attr("disabled")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    browser.screenshot("promotion-locked-edit").await;
+    browser.fill("#edit-name", "Spring launch 2025").await;
+    browser.click("#edit-dialog button[type=submit]").await;
+    browser.wait_for_text("Changes saved.").await;
+    let promotion = server
+        .get(&format!("/v1/promotional_credits/{promotion_id}"))
+        .await
+        .ok()
+        .body;
+    assert_eq!(promotion["name"], "Spring launch 2025");
+    assert_eq!(promotion["quantity"], "500");
+
+    // Grant to all customers: progress, then the outcome.
+    browser
+        .click(".actions button[data-open='grant-dialog']")
+        .await;
+    browser
+        .click("#grant-dialog input[name=target][value=all]")
+        .await;
+    browser.click("#grant-dialog button[type=submit]").await;
+    browser.wait_for_text("Done.").await;
+    browser.wait_for_text("Granted 2 · skipped 2 of 4").await;
+    browser.screenshot("grant-all-done").await;
+    let promotion = server
+        .get(&format!("/v1/promotional_credits/{promotion_id}"))
+        .await
+        .ok()
+        .body;
+    assert_eq!(promotion["granted_count"], 4);
+
+    // Row action: revoke Ada.
+    browser.goto(&format!("{base}{promotion_path}")).await;
+    browser
+        .click("button[aria-label='Revoke Ada Lovelace']")
+        .await;
+    browser.wait_for_text("Revoked 1 customer.").await;
+    let balance = server.balance(&customers[0].1).await;
+    assert_eq!(
+        balance["by_purpose"]["promotional"], "0",
+        "revoking takes the unspent credit back"
+    );
+
+    // Manage access: bulk revoke from the Granted filter, with a search.
+    browser
+        .click("a[href^='/offers/promotions/credit/'][href*='filter=granted']")
+        .await;
+    browser.fill("#customer-search", "o").await;
+    browser.click("form[role=search] button[type=submit]").await;
+    browser.wait_for_text("Katherine Johnson").await;
+    let text = browser.page_text().await;
+    assert!(
+        !text.contains("Ada Lovelace"),
+        "Ada is revoked, not in the Granted filter"
+    );
+    browser.click("input[data-select-all]").await;
+    browser.screenshot("manage-access-granted").await;
+    browser
+        .click("button[formaction$='/revoke'][data-needs-selection]")
+        .await;
+    browser.wait_for_text("Revoked 3 customers.").await;
+
+    // Bulk re-grant from the Revoked filter.
+    browser
+        .click("a[href^='/offers/promotions/credit/'][href*='filter=revoked']")
+        .await;
+    browser.wait_for_text("Ada Lovelace").await;
+    browser
+        .click(&format!(
+            "input[name=customer_ids][value='{}']",
+            customers[0].0
+        ))
+        .await;
+    browser
+        .click(&format!(
+            "input[name=customer_ids][value='{}']",
+            customers[2].0
+        ))
+        .await;
+    browser.screenshot("manage-access-revoked").await;
+    browser
+        .click("button[formaction$='/grant'][data-needs-selection]")
+        .await;
+    browser.wait_for_text("Granted 2 customers.").await;
+    let listed = server
+        .get(&format!(
+            "/v1/promotional_credits/{promotion_id}/customers?status=granted"
+        ))
+        .await
+        .ok()
+        .body;
+    let mut granted: Vec<String> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["customer"]["name"].as_str().unwrap().to_string())
+        .collect();
+    granted.sort();
+    assert_eq!(granted, ["Ada Lovelace", "Alan Turing"]);
+    browser
+        .goto(&format!("{base}/offers/promotions/credit"))
+        .await;
+    browser.wait_for_text("Spring launch 2025").await;
+    browser.screenshot("promotions-list").await;
+}
