@@ -9,7 +9,9 @@
 //! template that names a missing field does not build; askama escapes HTML.
 
 mod assets;
+mod chart;
 mod credit_systems;
+mod customers;
 mod promotions;
 mod session;
 
@@ -37,6 +39,12 @@ pub fn router() -> Router<Ledger> {
             "/credit-systems/{id}/status",
             post(credit_systems::set_status),
         )
+        .route("/customers", get(customers::list).post(customers::create))
+        .route("/customers/{id}", get(customers::show))
+        .route("/customers/{id}/wallets", post(customers::create_wallet))
+        .route("/wallets/{id}/grants", post(customers::add_grant))
+        .route("/wallets/{id}/debits", post(customers::test_debit))
+        .route("/grants/{id}/void", post(customers::void_grant))
         // PAGES
         .route(
             "/offers/promotions/credit",

@@ -1316,3 +1316,77 @@ pub fn promotion_has_customers(c: &Connection, promotion_id: u128) -> rusqlite::
     )?
     .query_row([ids::to_bytes(promotion_id)], |row| row.get(0))
 }
+
+// ---- console: the wallet chart ----------------------------------------------------
+
+/// The entries behind a wallet's balance chart, with what each purpose holds
+/// now, read in one snapshot so that the two agree.
+#[derive(Clone, Debug)]
+pub struct PurposeLedger {
+    /// Oldest first; each with its grant's purpose, `None` for the debt's entries.
+    pub entries: Vec<(EntryRecord, Option<Purpose>)>,
+    /// Σ remainders of the wallet's grants of each purpose, now.
+    pub promotional: Amount,
+    pub bundled: Amount,
+    pub paid: Amount,
+    pub debt: Amount,
+}
+
+/// Most entries [`entries_with_purpose`] returns.
+pub const CHART_ENTRIES_MAX: usize = 500;
+
+/// The last `limit` (at most [`CHART_ENTRIES_MAX`]) entries of a wallet,
+/// oldest first, each with its grant's purpose, and what each purpose and
+/// the debt stand at now. `None` if the wallet does not exist.
+pub fn entries_with_purpose(
+    c: &Connection,
+    wallet_id: u128,
+    limit: usize,
+) -> rusqlite::Result<Option<PurposeLedger>> {
+    let limit = limit.min(CHART_ENTRIES_MAX);
+    let key = ids::to_bytes(wallet_id);
+    let snapshot = c.unchecked_transaction()?;
+    let debt: Option<i64> = snapshot
+        .prepare_cached("SELECT debt FROM wallets WHERE id = ?")?
+        .query_row([key], |row| row.get(0))
+        .optional()?;
+    let Some(debt) = debt else {
+        return Ok(None);
+    };
+    let mut entries: Vec<(EntryRecord, Option<Purpose>)> = snapshot
+        .prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS}, g.purpose FROM entries e LEFT JOIN grants g ON g.id = e.grant_id
+             WHERE e.wallet_id = ? ORDER BY e.sequence DESC LIMIT ?"
+        ))?
+        .query_map(params![key, limit as i64], |row| {
+            let purpose: Option<String> = row.get(10)?;
+            Ok((entry_row(row)?, purpose.and_then(|p| Purpose::parse(&p))))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    entries.reverse();
+    let mut ledger = PurposeLedger {
+        entries,
+        promotional: Amount::ZERO,
+        bundled: Amount::ZERO,
+        paid: Amount::ZERO,
+        debt: Amount::from_atomic(debt),
+    };
+    let totals: Vec<(String, i64)> = snapshot
+        .prepare_cached(
+            "SELECT purpose, coalesce(sum(remaining), 0) FROM grants WHERE wallet_id = ?
+             GROUP BY purpose",
+        )?
+        .query_map([key], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (purpose, total) in totals {
+        let total = Amount::from_atomic(total);
+        match Purpose::parse(&purpose) {
+            Some(Purpose::Promotional) => ledger.promotional = total,
+            Some(Purpose::Bundled) => ledger.bundled = total,
+            Some(Purpose::Paid) => ledger.paid = total,
+            None => {}
+        }
+    }
+    snapshot.finish()?;
+    Ok(Some(ledger))
+}
