@@ -378,3 +378,121 @@ async fn console_promotional_credit_as_seed_000_walks_through_it() {
     browser.wait_for_text("Spring launch 2025").await;
     browser.screenshot("promotions-list").await;
 }
+
+fn count(html: &str, needle: &str) -> usize {
+    html.matches(needle).count()
+}
+
+/// Customers in the console: create one, give them a wallet and grants,
+/// make a test debit, and watch the balance and its chart change as time
+/// passes (an expiry and a renewal appear as markers).
+#[tokio::test]
+async fn console_customer_balance_and_chart_change() {
+    let server = Server::start().await;
+    let cs = server
+        .post(
+            "/v1/credit_systems",
+            json!({"key": "ai_tokens", "name": "AI tokens", "unit": "tokens"}),
+        )
+        .await
+        .ok()
+        .id();
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    let base = &server.base;
+    browser.sign_in(base, ADMIN_KEY).await;
+    browser.click("a[href='/customers']").await;
+    browser
+        .click(".page-head button[data-open='create-customer']")
+        .await;
+    browser.fill("#cus-name", "Ada Lovelace").await;
+    browser.fill("#cus-email", "ada@example.com").await;
+    browser.fill("#cus-external-id", "user_42").await;
+    browser.click("#create-customer button[type=submit]").await;
+    browser.wait_for_text("Customer since").await;
+    let customer_path = browser.current_path().await;
+    let customer_path = customer_path.split('?').next().unwrap().to_string();
+
+    // A wallet in the credit system.
+    browser.select("#wallet-system", &cs).await;
+    browser.click("#new-wallet button[type=submit]").await;
+    browser.wait_for_text("AI tokens wallet").await;
+    let wallet = server.get("/v1/wallets").await.ok().body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A promotional grant expiring in a week, and a monthly bundled allowance.
+    browser
+        .click(".page-head button[data-open='add-grant']")
+        .await;
+    browser.fill("#grant-amount", "1000").await;
+    browser.select("#grant-purpose", "promotional").await;
+    browser
+        .set_value("#grant-expires", "2025-02-07T10:00")
+        .await;
+    browser.click("#add-grant button[type=submit]").await;
+    browser.wait_for_text("Grants in drawdown order").await;
+    browser
+        .click(".page-head button[data-open='add-grant']")
+        .await;
+    browser.fill("#grant-amount", "500").await;
+    browser.select("#grant-purpose", "bundled").await;
+    browser.select("#grant-recurrence", "month").await;
+    browser.click("#add-grant button[type=submit]").await;
+    browser.wait_for_text("Grants in drawdown order").await;
+    let balance = server.balance(&wallet).await;
+    assert_eq!(
+        (
+            balance["balance"].as_str(),
+            balance["by_purpose"]["promotional"].as_str()
+        ),
+        (Some("1500"), Some("1000"))
+    );
+
+    // A test debit takes from the promotional grant first.
+    browser.fill("#debit-amount", "300").await;
+    browser.click("#test-debit button[type=submit]").await;
+    browser.wait_for_text("promotional").await;
+    let balance = server.balance(&wallet).await;
+    assert_eq!(balance["balance"], "1200");
+    assert_eq!(balance["by_purpose"]["promotional"], "700");
+    browser.screenshot("customer").await;
+    let html = browser.client.source().await.unwrap();
+    assert_eq!(
+        count(&html, "class=\"marker expiry\""),
+        0,
+        "nothing has expired yet"
+    );
+
+    // Time passes: the promotion expires, the allowance renews.
+    server.advance("2025-03-01T10:00:00Z").await;
+    browser.goto(&format!("{base}{customer_path}")).await;
+    browser.wait_for_text("Ledger").await;
+    let html = browser.client.source().await.unwrap();
+    // Two expiries: the promotional grant's remainder on Feb 7, and the
+    // allowance's unspent cycle forfeited at its renewal on Feb 28 (rule 10).
+    assert_eq!(
+        count(&html, "class=\"marker expiry\""),
+        2,
+        "the expiries are marked"
+    );
+    assert_eq!(
+        count(&html, "class=\"marker renewal\""),
+        1,
+        "the allowance renewed on Feb 28"
+    );
+    let balance = server.balance(&wallet).await;
+    assert_eq!(balance["balance"], "500");
+    browser.screenshot("customer-chart").await;
+
+    // Void the bundled grant from its row.
+    browser.click("summary[aria-label^='Void grant']").await;
+    browser.click("form.confirm-pop button[type=submit]").await;
+    browser.wait_for_text("void").await;
+    let balance = server.balance(&wallet).await;
+    assert_eq!(balance["balance"], "0", "voiding forfeits the remainder");
+    let entries = server.entries(&wallet).await;
+    assert_eq!(entries.last().unwrap()["type"], "void");
+}
