@@ -105,3 +105,46 @@ fn cycle_at(terms: &credstack_core::GrantTerms, at: Instant) -> u64 {
     }
     cycle
 }
+
+/// A campaign with its counts at `now` (run on a read connection).
+pub fn promotion_view(
+    c: &rusqlite::Connection,
+    id: u128,
+    now: Instant,
+) -> rusqlite::Result<Option<crate::engine::PromotionView>> {
+    let Some(promotion) = db::promotion(c, id)? else {
+        return Ok(None);
+    };
+    let (granted_count, revoked_count) = db::promotion_counts(c, id, now)?;
+    Ok(Some(crate::engine::PromotionView {
+        promotion,
+        granted_count,
+        revoked_count,
+        at: now,
+    }))
+}
+
+/// Campaigns newest first with their counts at `now`, optionally by status.
+pub fn promotion_views(
+    c: &rusqlite::Connection,
+    status: Option<credstack_core::promotion::Status>,
+    now: Instant,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<crate::records::Page<crate::engine::PromotionView>> {
+    let page = db::list_promotions(c, status, now, limit, starting_after)?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for promotion in page.items {
+        let (granted_count, revoked_count) = db::promotion_counts(c, promotion.id, now)?;
+        items.push(crate::engine::PromotionView {
+            promotion,
+            granted_count,
+            revoked_count,
+            at: now,
+        });
+    }
+    Ok(crate::records::Page {
+        items,
+        has_more: page.has_more,
+    })
+}

@@ -45,7 +45,6 @@ pub fn router() -> Router<Ledger> {
         .route("/wallets/{id}/grants", post(customers::add_grant))
         .route("/wallets/{id}/debits", post(customers::test_debit))
         .route("/grants/{id}/void", post(customers::void_grant))
-        // PAGES
         .route(
             "/offers/promotions/credit",
             get(promotions::list).post(promotions::create),

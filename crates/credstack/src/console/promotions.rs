@@ -280,22 +280,10 @@ async fn list_page(
     let status = Status::parse(&filter);
     let now = ledger.now();
     let views = ledger
-        .read(move |c| {
-            let page = db::list_promotions(c, status, now, 100, None)?;
-            let mut views = Vec::new();
-            for promotion in page.items {
-                let (granted_count, revoked_count) = db::promotion_counts(c, promotion.id, now)?;
-                views.push(PromotionView {
-                    promotion,
-                    granted_count,
-                    revoked_count,
-                    at: now,
-                });
-            }
-            Ok(views)
-        })
+        .read(move |c| crate::history::promotion_views(c, status, now, 100, None))
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .items;
     Ok(ListPage {
         layout: Layout::new("promotions", operator, notice),
         filter,
@@ -504,20 +492,13 @@ async fn details_page(
     let (status, search) = (filter.clone(), q.clone());
     let loaded = ledger
         .read(move |c| {
-            let Some(promotion) = db::promotion(c, id)? else {
+            let Some(view) = crate::history::promotion_view(c, id, now)? else {
                 return Ok(None);
             };
-            let (granted_count, revoked_count) = db::promotion_counts(c, id, now)?;
             let has_customers = db::promotion_has_customers(c, id)?;
             let status = Some(status.as_str()).filter(|s| !s.is_empty());
             let search = Some(search.as_str()).filter(|s| !s.is_empty());
             let page = db::promotion_customers(c, id, status, search, now, 25, after)?;
-            let view = PromotionView {
-                promotion,
-                granted_count,
-                revoked_count,
-                at: now,
-            };
             Ok(Some((view, has_customers, page)))
         })
         .await

@@ -103,41 +103,19 @@ pub async fn list_promotional_credits(State(ledger): State<Ledger>, query: Query
         })
         .transpose()?;
     let now = ledger.now();
-    let rows = ledger
+    let page = ledger
         .read(move |c| {
-            let page = db::list_promotions(c, status, now, paging.limit, paging.starting_after)?;
-            let mut views = Vec::with_capacity(page.items.len());
-            for promotion in page.items {
-                let (granted_count, revoked_count) = db::promotion_counts(c, promotion.id, now)?;
-                views.push(PromotionView {
-                    promotion,
-                    granted_count,
-                    revoked_count,
-                    at: now,
-                });
-            }
-            Ok((views, page.has_more))
+            crate::history::promotion_views(c, status, now, paging.limit, paging.starting_after)
         })
         .await?;
-    let data = rows.0.iter().map(PromotionalCreditWire::from).collect();
-    Ok(Json(List::new(data, rows.1)).into_response())
+    let data = page.items.iter().map(PromotionalCreditWire::from).collect();
+    Ok(Json(List::new(data, page.has_more)).into_response())
 }
 
 async fn promotion_view(ledger: &Ledger, id: u128) -> Result<PromotionView, ApiError> {
     let now = ledger.now();
     ledger
-        .read(move |c| {
-            let Some(promotion) = db::promotion(c, id)? else {
-                return Ok(None);
-            };
-            let (granted_count, revoked_count) = db::promotion_counts(c, id, now)?;
-            Ok(Some(PromotionView {
-                promotion,
-                granted_count,
-                revoked_count,
-                at: now,
-            }))
-        })
+        .read(move |c| crate::history::promotion_view(c, id, now))
         .await?
         .ok_or_else(|| ApiError::not_found("promotional credit"))
 }
