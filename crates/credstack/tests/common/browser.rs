@@ -97,12 +97,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no element {css}: {e}"))
     }
 
+    /// Clicks an element, finding it again if a partial update replaced it
+    /// between finding and clicking (htmx swaps search results).
     pub async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        for attempt in 0.. {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(error) if attempt < 20 && error.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("click {css}: {error}"),
+            }
+        }
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
