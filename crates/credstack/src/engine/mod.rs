@@ -266,7 +266,19 @@ impl Engine {
         };
         let handle = std::thread::Builder::new()
             .name("credstack-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                // A panic here is a broken invariant: the batch in flight was
+                // not committed, and carrying on could write a corrupt
+                // balance. Stop the whole process loudly; a restart resumes
+                // from what is durable.
+                let run = std::panic::AssertUnwindSafe(move || writer.run(receiver));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!(
+                        "the writer panicked: aborting so nothing corrupt is committed"
+                    );
+                    std::process::abort();
+                }
+            })
             .expect("spawn writer thread");
         (Engine { sender }, handle)
     }
