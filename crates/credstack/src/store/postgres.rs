@@ -1,0 +1,1595 @@
+//! The PostgreSQL store: the same rows, records and queries as
+//! [`super::sqlite`], for several credstack processes sharing one database.
+//! Every function takes `c: &mut impl GenericClient`, so it runs on a
+//! `Client` (autocommit) or inside whatever `Transaction` the caller holds.
+//!
+//! Ids are the same 16-byte big-endian ULIDs as in SQLite (`bytea`), instants
+//! the same microseconds (`bigint`); see `postgres_schema_v1.sql`.
+//!
+//! One difference callers must know: after any error inside a PostgreSQL
+//! transaction (a unique violation from `insert_idempotency`, say) the
+//! transaction is aborted and only a rollback is possible, where SQLite lets
+//! the transaction carry on.
+
+use crate::ids;
+use crate::records::*;
+use credstack_core::{
+    Allocation, Amount, EntryKind, Grant, GrantId, GrantStatus, GrantTerms, Hold, HoldId, Instant,
+    Interval, Period, Purpose, Reservation, Scale, Wallet,
+};
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, NoTls, Row};
+
+pub use super::sqlite::{CHART_ENTRIES_MAX, PurposeLedger, instant, micros};
+
+/// Migrations in order; `schema_migrations` records the applied versions.
+const MIGRATIONS: &[&str] = &[include_str!("postgres_schema_v1.sql")];
+
+/// The advisory lock every migrating process takes (any constant unique to
+/// credstack; advisory locks are scoped to the current database).
+const MIGRATION_LOCK: i64 = 0x6372_6564_7374_6b01; // "credstk" 1
+
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Connects (no TLS) to `url`, configures the session and migrates.
+pub fn open(url: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(url, NoTls)?;
+    configure(&mut client)?;
+    migrate(&mut client)?;
+    Ok(client)
+}
+
+/// Session settings, the counterpart of SQLite's pragmas: wait at most five
+/// seconds for a row lock (SQLite's busy timeout), and acknowledge a commit
+/// only once it is flushed to disk (`synchronous = FULL`).
+pub fn configure(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    c.batch_execute("SET lock_timeout = '5s'; SET synchronous_commit = on")
+}
+
+/// Applies the migrations not yet applied, in order, in one transaction
+/// holding a transaction-level advisory lock: a second process migrating at
+/// the same time waits for the lock, then finds the versions recorded and
+/// applies nothing.
+pub fn migrate(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    let mut t = c.transaction()?;
+    t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    t.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version bigint PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )?;
+    let applied: i64 = t
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )?
+        .try_get(0)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = index as i64 + 1;
+        if version <= applied {
+            continue;
+        }
+        t.batch_execute(sql)?;
+        t.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )?;
+    }
+    t.commit()
+}
+
+/// A pool of configured connections, for `r2d2` like the SQLite pool.
+pub type Pool = r2d2::Pool<r2d2_postgres::PostgresConnectionManager<NoTls>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("bad database url: {0}")]
+    Url(postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] r2d2::Error),
+    #[error(transparent)]
+    Postgres(#[from] postgres::Error),
+}
+
+#[derive(Debug)]
+struct Configure;
+
+impl r2d2::CustomizeConnection<Client, postgres::Error> for Configure {
+    fn on_acquire(&self, client: &mut Client) -> Result<(), postgres::Error> {
+        configure(client)
+    }
+}
+
+/// Builds a pool of at most `max_size` connections to `url` and migrates
+/// the database through one of them.
+pub fn open_pool(url: &str, max_size: u32) -> Result<Pool, OpenError> {
+    let config: postgres::Config = url.parse().map_err(OpenError::Url)?;
+    let manager = r2d2_postgres::PostgresConnectionManager::new(config, NoTls);
+    let pool = r2d2::Pool::builder()
+        .max_size(max_size)
+        .connection_customizer(Box::new(Configure))
+        .build(manager)?;
+    migrate(&mut *pool.get()?)?;
+    Ok(pool)
+}
+
+// ---- value mapping ----------------------------------------------------------
+
+fn opt_instant(micros: Option<i64>) -> Option<Instant> {
+    micros.map(instant)
+}
+
+fn id_col(row: &Row, index: usize) -> Result<u128, postgres::Error> {
+    let bytes: &[u8] = row.try_get(index)?;
+    Ok(ids::from_bytes(bytes))
+}
+
+fn opt_id_col(row: &Row, index: usize) -> Result<Option<u128>, postgres::Error> {
+    let bytes: Option<&[u8]> = row.try_get(index)?;
+    Ok(bytes.map(ids::from_bytes))
+}
+
+fn id_bytes(id: u128) -> Vec<u8> {
+    ids::to_bytes(id).to_vec()
+}
+
+fn opt_id_bytes(id: Option<u128>) -> Option<Vec<u8>> {
+    id.map(id_bytes)
+}
+
+fn instant_col(row: &Row, index: usize) -> Result<Instant, postgres::Error> {
+    Ok(instant(row.try_get(index)?))
+}
+
+fn opt_instant_col(row: &Row, index: usize) -> Result<Option<Instant>, postgres::Error> {
+    Ok(opt_instant(row.try_get(index)?))
+}
+
+fn scale_col(row: &Row, index: usize) -> Result<Scale, postgres::Error> {
+    let places: i16 = row.try_get(index)?;
+    let places = u8::try_from(places).expect("stored scales fit a byte");
+    Ok(Scale::new(places).expect("stored scales are valid"))
+}
+
+fn scale_value(scale: Scale) -> i16 {
+    i16::from(scale.places())
+}
+
+fn amount_col(row: &Row, index: usize) -> Result<Amount, postgres::Error> {
+    Ok(Amount::from_atomic(row.try_get(index)?))
+}
+
+fn u64_col(row: &Row, index: usize) -> Result<u64, postgres::Error> {
+    let value: i64 = row.try_get(index)?;
+    Ok(u64::try_from(value).expect("stored counters are non-negative"))
+}
+
+/// Sequences, cycles and counters are `u64` in Rust and `bigint` here.
+fn counter(value: u64) -> i64 {
+    i64::try_from(value).expect("counters fit a bigint")
+}
+
+fn metadata_json(metadata: &Metadata) -> String {
+    serde_json::to_string(metadata).expect("a string map serializes")
+}
+
+fn metadata_col(row: &Row, index: usize) -> Result<Metadata, postgres::Error> {
+    let text: &str = row.try_get(index)?;
+    Ok(serde_json::from_str(text).expect("stored metadata is a string map"))
+}
+
+/// Allocations are stored as `[[grant_hex_or_null, atomic], ...]`, as in SQLite.
+fn parts_json(parts: impl Iterator<Item = (Option<GrantId>, Amount)>) -> String {
+    let values: Vec<serde_json::Value> = parts
+        .map(|(grant, amount)| {
+            serde_json::json!([grant.map(|g| format!("{:032x}", g.0)), amount.atomic()])
+        })
+        .collect();
+    serde_json::Value::Array(values).to_string()
+}
+
+/// Reservations are stored as `[[grant_hex_or_null, atomic, cycle], ...]`.
+fn reservations_json(reservations: &[Reservation]) -> String {
+    let values: Vec<serde_json::Value> = reservations
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.grant.map(|g| format!("{:032x}", g.0)),
+                r.amount.atomic(),
+                r.cycle
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(values).to_string()
+}
+
+fn grant_id_hex(hex: String) -> GrantId {
+    GrantId(u128::from_str_radix(&hex, 16).expect("stored grant ids are hex"))
+}
+
+fn reservations_col(row: &Row, index: usize) -> Result<Vec<Reservation>, postgres::Error> {
+    let text: &str = row.try_get(index)?;
+    let values: Vec<(Option<String>, i64, u64)> =
+        serde_json::from_str(text).expect("stored reservations are well formed");
+    Ok(values
+        .into_iter()
+        .map(|(grant, atomic, cycle)| Reservation {
+            grant: grant.map(grant_id_hex),
+            amount: Amount::from_atomic(atomic),
+            cycle,
+        })
+        .collect())
+}
+
+fn parts_col(row: &Row, index: usize) -> Result<Vec<(Option<GrantId>, Amount)>, postgres::Error> {
+    let text: &str = row.try_get(index)?;
+    let values: Vec<(Option<String>, i64)> =
+        serde_json::from_str(text).expect("stored parts are well formed");
+    Ok(values
+        .into_iter()
+        .map(|(grant, atomic)| (grant.map(grant_id_hex), Amount::from_atomic(atomic)))
+        .collect())
+}
+
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// `%text%` for `ILIKE ... ESCAPE '\'`: a case-insensitive substring match
+/// in which `%`, `_` and `\` stand for themselves.
+fn contains_pattern(text: &str) -> String {
+    format!("%{}%", like_escape(text))
+}
+
+fn one<T>(
+    c: &mut impl GenericClient,
+    sql: &str,
+    params: &Params,
+    map: impl FnOnce(&Row) -> Result<T, postgres::Error>,
+) -> Result<Option<T>, postgres::Error> {
+    c.query_opt(sql, params)?.as_ref().map(map).transpose()
+}
+
+fn all<T>(
+    c: &mut impl GenericClient,
+    sql: &str,
+    params: &Params,
+    map: impl Fn(&Row) -> Result<T, postgres::Error>,
+) -> Result<Vec<T>, postgres::Error> {
+    c.query(sql, params)?.iter().map(map).collect()
+}
+
+fn count(rows: u64) -> usize {
+    usize::try_from(rows).expect("row counts fit usize")
+}
+
+// ---- credit systems -----------------------------------------------------------
+
+const CREDIT_SYSTEM_COLUMNS: &str = "id, key, name, unit, scale, active, created_at";
+
+fn credit_system_row(row: &Row) -> Result<CreditSystem, postgres::Error> {
+    Ok(CreditSystem {
+        id: id_col(row, 0)?,
+        key: row.try_get(1)?,
+        name: row.try_get(2)?,
+        unit: row.try_get(3)?,
+        scale: scale_col(row, 4)?,
+        active: row.try_get(5)?,
+        created_at: instant_col(row, 6)?,
+    })
+}
+
+pub fn credit_system(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<CreditSystem>, postgres::Error> {
+    let sql = format!("SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE id = $1");
+    one(c, &sql, &[&id_bytes(id)], credit_system_row)
+}
+
+pub fn credit_system_by_key(
+    c: &mut impl GenericClient,
+    key: &str,
+) -> Result<Option<CreditSystem>, postgres::Error> {
+    let sql = format!("SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE key = $1");
+    one(c, &sql, &[&key], credit_system_row)
+}
+
+pub fn list_credit_systems(
+    c: &mut impl GenericClient,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<CreditSystem>, postgres::Error> {
+    let sql = format!(
+        "SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE id < $1 ORDER BY id DESC LIMIT $2"
+    );
+    page(c, &sql, &[], limit, starting_after, credit_system_row)
+}
+
+pub fn upsert_credit_system(
+    c: &mut impl GenericClient,
+    cs: &CreditSystem,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO credit_systems (id, key, name, unit, scale, active, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, active = excluded.active",
+        &[
+            &id_bytes(cs.id),
+            &cs.key,
+            &cs.name,
+            &cs.unit,
+            &scale_value(cs.scale),
+            &cs.active,
+            &micros(cs.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+// ---- customers ----------------------------------------------------------------
+
+const CUSTOMER_COLUMNS: &str = "id, name, email, external_id, metadata, created_at";
+const CUSTOMER_COLUMNS_C: &str = "c.id, c.name, c.email, c.external_id, c.metadata, c.created_at";
+
+fn customer_row(row: &Row) -> Result<Customer, postgres::Error> {
+    Ok(Customer {
+        id: id_col(row, 0)?,
+        name: row.try_get(1)?,
+        email: row.try_get(2)?,
+        external_id: row.try_get(3)?,
+        metadata: metadata_col(row, 4)?,
+        created_at: instant_col(row, 5)?,
+    })
+}
+
+pub fn customer(c: &mut impl GenericClient, id: u128) -> Result<Option<Customer>, postgres::Error> {
+    let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1");
+    one(c, &sql, &[&id_bytes(id)], customer_row)
+}
+
+pub fn customer_by_external_id(
+    c: &mut impl GenericClient,
+    external_id: &str,
+) -> Result<Option<Customer>, postgres::Error> {
+    let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE external_id = $1");
+    one(c, &sql, &[&external_id], customer_row)
+}
+
+/// Customers newest first; `query` matches name, email or external id,
+/// case-insensitively, as a substring.
+pub fn list_customers(
+    c: &mut impl GenericClient,
+    query: Option<&str>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<Customer>, postgres::Error> {
+    match query {
+        None => {
+            let sql = format!(
+                "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            );
+            page(c, &sql, &[], limit, starting_after, customer_row)
+        }
+        Some(query) => {
+            let pattern = contains_pattern(query);
+            let sql = format!(
+                "SELECT {CUSTOMER_COLUMNS} FROM customers
+                 WHERE (name ILIKE $1 ESCAPE '\\' OR coalesce(email, '') ILIKE $1 ESCAPE '\\'
+                        OR coalesce(external_id, '') ILIKE $1 ESCAPE '\\')
+                   AND id < $2 ORDER BY id DESC LIMIT $3"
+            );
+            page(c, &sql, &[&pattern], limit, starting_after, customer_row)
+        }
+    }
+}
+
+pub fn upsert_customer(
+    c: &mut impl GenericClient,
+    customer: &Customer,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO customers (id, name, email, external_id, metadata, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
+            external_id = excluded.external_id, metadata = excluded.metadata",
+        &[
+            &id_bytes(customer.id),
+            &customer.name,
+            &customer.email,
+            &customer.external_id,
+            &metadata_json(&customer.metadata),
+            &micros(customer.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+// ---- wallets ------------------------------------------------------------------
+
+const WALLET_INFO_COLUMNS: &str = "id, customer_id, credit_system_id, scale, created_at";
+
+fn wallet_info_row(row: &Row) -> Result<WalletInfo, postgres::Error> {
+    Ok(WalletInfo {
+        id: id_col(row, 0)?,
+        customer_id: id_col(row, 1)?,
+        credit_system_id: id_col(row, 2)?,
+        scale: scale_col(row, 3)?,
+        created_at: instant_col(row, 4)?,
+    })
+}
+
+pub fn wallet_info(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<WalletInfo>, postgres::Error> {
+    let sql = format!("SELECT {WALLET_INFO_COLUMNS} FROM wallets WHERE id = $1");
+    one(c, &sql, &[&id_bytes(id)], wallet_info_row)
+}
+
+pub fn wallet_by_owner(
+    c: &mut impl GenericClient,
+    customer_id: u128,
+    credit_system_id: u128,
+) -> Result<Option<WalletInfo>, postgres::Error> {
+    let sql = format!(
+        "SELECT {WALLET_INFO_COLUMNS} FROM wallets WHERE customer_id = $1 AND credit_system_id = $2"
+    );
+    one(
+        c,
+        &sql,
+        &[&id_bytes(customer_id), &id_bytes(credit_system_id)],
+        wallet_info_row,
+    )
+}
+
+pub fn list_wallets(
+    c: &mut impl GenericClient,
+    customer_id: Option<u128>,
+    credit_system_id: Option<u128>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<WalletInfo>, postgres::Error> {
+    let customer = opt_id_bytes(customer_id);
+    let credit_system = opt_id_bytes(credit_system_id);
+    let sql = format!(
+        "SELECT {WALLET_INFO_COLUMNS} FROM wallets
+         WHERE ($1::bytea IS NULL OR customer_id = $1) AND ($2::bytea IS NULL OR credit_system_id = $2)
+           AND id < $3 ORDER BY id DESC LIMIT $4"
+    );
+    page(
+        c,
+        &sql,
+        &[&customer, &credit_system],
+        limit,
+        starting_after,
+        wallet_info_row,
+    )
+}
+
+/// The live state of a wallet: settings, balances, live grants, active holds.
+pub fn load_wallet(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<(WalletInfo, Wallet)>, postgres::Error> {
+    let key = id_bytes(id);
+    let head = one(
+        c,
+        &format!(
+            "SELECT {WALLET_INFO_COLUMNS}, overdraft_limit, debt, balance, last_sequence
+             FROM wallets WHERE id = $1"
+        ),
+        &[&key],
+        |row| {
+            let info = wallet_info_row(row)?;
+            let wallet = Wallet {
+                overdraft_limit: amount_col(row, 5)?,
+                debt: amount_col(row, 6)?,
+                balance: amount_col(row, 7)?,
+                last_sequence: u64_col(row, 8)?,
+                grants: Vec::new(),
+                holds: Vec::new(),
+            };
+            Ok((info, wallet))
+        },
+    )?;
+    let Some((info, mut wallet)) = head else {
+        return Ok(None);
+    };
+    wallet.grants = all(
+        c,
+        &format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = $1 AND g.live"),
+        &[&key],
+        |row| Ok(grant_row(row)?.grant),
+    )?;
+    wallet.holds = all(
+        c,
+        &format!(
+            "SELECT {HOLD_COLUMNS} FROM holds h WHERE h.wallet_id = $1 AND h.status = 'active'"
+        ),
+        &[&key],
+        |row| {
+            let record = hold_row(row)?;
+            Ok(Hold {
+                id: HoldId(record.id),
+                amount: record.amount,
+                expires_at: record.expires_at,
+                reservations: record.reservations,
+            })
+        },
+    )?;
+    wallet.grants.sort_by_key(|g| g.id);
+    wallet.holds.sort_by_key(|h| h.id);
+    Ok(Some((info, wallet)))
+}
+
+pub fn insert_wallet(
+    c: &mut impl GenericClient,
+    info: &WalletInfo,
+    wallet: &Wallet,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO wallets (id, customer_id, credit_system_id, scale, overdraft_limit, debt,
+            balance, last_sequence, next_event_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, 0, 0, 0, NULL, $6)",
+        &[
+            &id_bytes(info.id),
+            &id_bytes(info.customer_id),
+            &id_bytes(info.credit_system_id),
+            &scale_value(info.scale),
+            &wallet.overdraft_limit.atomic(),
+            &micros(info.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes the wallet's balances and next event, and bumps its `version`.
+pub fn update_wallet_state(
+    c: &mut impl GenericClient,
+    id: u128,
+    wallet: &Wallet,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "UPDATE wallets SET overdraft_limit = $1, debt = $2, balance = $3, last_sequence = $4,
+            next_event_at = $5, version = version + 1 WHERE id = $6",
+        &[
+            &wallet.overdraft_limit.atomic(),
+            &wallet.debt.atomic(),
+            &wallet.balance.atomic(),
+            &counter(wallet.last_sequence),
+            &wallet.next_event_at().map(micros),
+            &id_bytes(id),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The wallet's `version`, bumped by every [`update_wallet_state`]; `None`
+/// if the wallet does not exist. (PostgreSQL only: SQLite has one writer.)
+pub fn wallet_version(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<i64>, postgres::Error> {
+    one(
+        c,
+        "SELECT version FROM wallets WHERE id = $1",
+        &[&id_bytes(id)],
+        |row| row.try_get(0),
+    )
+}
+
+/// Wallets with an event due at or before `now`, soonest first.
+pub fn due_wallets(
+    c: &mut impl GenericClient,
+    now: Instant,
+    limit: usize,
+) -> Result<Vec<u128>, postgres::Error> {
+    all(
+        c,
+        "SELECT id FROM wallets WHERE next_event_at IS NOT NULL AND next_event_at <= $1
+         ORDER BY next_event_at LIMIT $2",
+        &[&micros(now), &(limit as i64)],
+        |row| id_col(row, 0),
+    )
+}
+
+/// When the wallet next has an event due, as last committed.
+pub fn wallet_next_event_at(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<Instant>, postgres::Error> {
+    let value = one(
+        c,
+        "SELECT next_event_at FROM wallets WHERE id = $1",
+        &[&id_bytes(id)],
+        |row| opt_instant_col(row, 0),
+    )?;
+    Ok(value.flatten())
+}
+
+// ---- grants -------------------------------------------------------------------
+
+const GRANT_COLUMNS: &str = "g.id, g.wallet_id, g.amount, g.purpose, g.priority, g.effective_at,
+    g.expires_at, g.recurrence_interval, g.recurrence_count, g.rollover_max, g.remaining, g.held,
+    g.cycle, g.status, g.ended_at, g.description, g.metadata, g.source, g.created_at,
+    (SELECT scale FROM wallets w WHERE w.id = g.wallet_id)";
+
+fn grant_row(row: &Row) -> Result<GrantRecord, postgres::Error> {
+    let interval: Option<String> = row.try_get(7)?;
+    let count: Option<i64> = row.try_get(8)?;
+    let recurrence = match (interval, count) {
+        (Some(interval), Some(count)) => Some(
+            Period::new(
+                Interval::parse(&interval).expect("stored interval"),
+                u32::try_from(count).expect("stored period count"),
+            )
+            .expect("stored period"),
+        ),
+        _ => None,
+    };
+    let purpose: &str = row.try_get(3)?;
+    let priority: i16 = row.try_get(4)?;
+    let status: &str = row.try_get(13)?;
+    let source: &str = row.try_get(17)?;
+    let grant = Grant {
+        id: GrantId(id_col(row, 0)?),
+        terms: GrantTerms {
+            amount: amount_col(row, 2)?,
+            purpose: Purpose::parse(purpose).expect("stored purpose"),
+            priority: u8::try_from(priority).expect("stored priority"),
+            effective_at: instant_col(row, 5)?,
+            expires_at: opt_instant_col(row, 6)?,
+            recurrence,
+            rollover_max: amount_col(row, 9)?,
+        },
+        remaining: amount_col(row, 10)?,
+        held: amount_col(row, 11)?,
+        cycle: u64_col(row, 12)?,
+        status: GrantStatus::parse(status).expect("stored status"),
+        ended_at: opt_instant_col(row, 14)?,
+    };
+    Ok(GrantRecord {
+        grant,
+        wallet_id: id_col(row, 1)?,
+        description: row.try_get(15)?,
+        metadata: metadata_col(row, 16)?,
+        source: Source::from_stored(source).expect("stored source"),
+        created_at: instant_col(row, 18)?,
+        scale: scale_col(row, 19)?,
+    })
+}
+
+pub fn grant(c: &mut impl GenericClient, id: u128) -> Result<Option<GrantRecord>, postgres::Error> {
+    let sql = format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.id = $1");
+    one(c, &sql, &[&id_bytes(id)], grant_row)
+}
+
+/// Grants of a wallet newest first, optionally only those whose stored
+/// status is `status` (`depleted` is an active grant with nothing left).
+pub fn list_grants(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    status: Option<&str>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<GrantRecord>, postgres::Error> {
+    let wallet = id_bytes(wallet_id);
+    let sql = format!(
+        "SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = $1
+           AND ($2::text IS NULL
+                OR ($2 = 'depleted' AND g.status = 'active' AND g.remaining = 0)
+                OR ($2 = 'active' AND g.status = 'active' AND g.remaining > 0)
+                OR ($2 NOT IN ('active', 'depleted') AND g.status = $2))
+           AND g.id < $3 ORDER BY g.id DESC LIMIT $4"
+    );
+    page(
+        c,
+        &sql,
+        &[&wallet, &status],
+        limit,
+        starting_after,
+        grant_row,
+    )
+}
+
+pub fn insert_grant(
+    c: &mut impl GenericClient,
+    record: &GrantRecord,
+) -> Result<(), postgres::Error> {
+    let g = &record.grant;
+    c.execute(
+        "INSERT INTO grants (id, wallet_id, amount, purpose, priority, effective_at, expires_at,
+            recurrence_interval, recurrence_count, rollover_max, remaining, held, cycle, status,
+            ended_at, live, description, metadata, source, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+            $18, $19, $20)",
+        &[
+            &id_bytes(g.id.0),
+            &id_bytes(record.wallet_id),
+            &g.terms.amount.atomic(),
+            &g.terms.purpose.as_str(),
+            &i16::from(g.terms.priority),
+            &micros(g.terms.effective_at),
+            &g.terms.expires_at.map(micros),
+            &g.terms.recurrence.map(|p| p.interval.as_str()),
+            &g.terms.recurrence.map(|p| i64::from(p.count)),
+            &g.terms.rollover_max.atomic(),
+            &g.remaining.atomic(),
+            &g.held.atomic(),
+            &counter(g.cycle),
+            &g.status.as_str(),
+            &g.ended_at.map(micros),
+            &g.is_live(),
+            &record.description,
+            &metadata_json(&record.metadata),
+            &record.source.to_stored(),
+            &micros(record.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes what changes on a grant after creation.
+pub fn update_grant_state(
+    c: &mut impl GenericClient,
+    grant: &Grant,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "UPDATE grants SET remaining = $1, held = $2, cycle = $3, status = $4, ended_at = $5,
+            live = $6 WHERE id = $7",
+        &[
+            &grant.remaining.atomic(),
+            &grant.held.atomic(),
+            &counter(grant.cycle),
+            &grant.status.as_str(),
+            &grant.ended_at.map(micros),
+            &grant.is_live(),
+            &id_bytes(grant.id.0),
+        ],
+    )?;
+    Ok(())
+}
+
+// ---- holds --------------------------------------------------------------------
+
+const HOLD_COLUMNS: &str = "h.id, h.wallet_id, h.amount, h.reservations, h.status, h.expires_at,
+    h.debit_id, h.ended_at, h.created_at, (SELECT scale FROM wallets w WHERE w.id = h.wallet_id)";
+
+fn hold_row(row: &Row) -> Result<HoldRecord, postgres::Error> {
+    let status: &str = row.try_get(4)?;
+    Ok(HoldRecord {
+        id: id_col(row, 0)?,
+        wallet_id: id_col(row, 1)?,
+        amount: amount_col(row, 2)?,
+        reservations: reservations_col(row, 3)?,
+        status: HoldStatus::parse(status).expect("stored hold status"),
+        expires_at: instant_col(row, 5)?,
+        debit_id: opt_id_col(row, 6)?,
+        ended_at: opt_instant_col(row, 7)?,
+        created_at: instant_col(row, 8)?,
+        scale: scale_col(row, 9)?,
+    })
+}
+
+pub fn hold(c: &mut impl GenericClient, id: u128) -> Result<Option<HoldRecord>, postgres::Error> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM holds h WHERE h.id = $1");
+    one(c, &sql, &[&id_bytes(id)], hold_row)
+}
+
+pub fn insert_hold(c: &mut impl GenericClient, hold: &HoldRecord) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO holds (id, wallet_id, amount, reservations, status, expires_at, debit_id,
+            ended_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &id_bytes(hold.id),
+            &id_bytes(hold.wallet_id),
+            &hold.amount.atomic(),
+            &reservations_json(&hold.reservations),
+            &hold.status.as_str(),
+            &micros(hold.expires_at),
+            &opt_id_bytes(hold.debit_id),
+            &hold.ended_at.map(micros),
+            &micros(hold.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn finish_hold(
+    c: &mut impl GenericClient,
+    id: u128,
+    status: HoldStatus,
+    debit_id: Option<u128>,
+    ended_at: Instant,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "UPDATE holds SET status = $1, debit_id = $2, ended_at = $3 WHERE id = $4",
+        &[
+            &status.as_str(),
+            &opt_id_bytes(debit_id),
+            &micros(ended_at),
+            &id_bytes(id),
+        ],
+    )?;
+    Ok(())
+}
+
+// ---- debits -------------------------------------------------------------------
+
+const DEBIT_COLUMNS: &str = "d.id, d.wallet_id, d.amount, d.allocations, d.balance_after,
+    d.description, d.metadata, d.hold_id, d.created_at,
+    (SELECT scale FROM wallets w WHERE w.id = d.wallet_id)";
+
+fn debit_row(row: &Row) -> Result<DebitRecord, postgres::Error> {
+    Ok(DebitRecord {
+        id: id_col(row, 0)?,
+        wallet_id: id_col(row, 1)?,
+        amount: amount_col(row, 2)?,
+        allocations: parts_col(row, 3)?
+            .into_iter()
+            .map(|(grant, amount)| Allocation { grant, amount })
+            .collect(),
+        balance_after: amount_col(row, 4)?,
+        description: row.try_get(5)?,
+        metadata: metadata_col(row, 6)?,
+        hold_id: opt_id_col(row, 7)?,
+        created_at: instant_col(row, 8)?,
+        scale: scale_col(row, 9)?,
+    })
+}
+
+pub fn debit(c: &mut impl GenericClient, id: u128) -> Result<Option<DebitRecord>, postgres::Error> {
+    let sql = format!("SELECT {DEBIT_COLUMNS} FROM debits d WHERE d.id = $1");
+    one(c, &sql, &[&id_bytes(id)], debit_row)
+}
+
+pub fn list_debits(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<DebitRecord>, postgres::Error> {
+    let wallet = id_bytes(wallet_id);
+    let sql = format!(
+        "SELECT {DEBIT_COLUMNS} FROM debits d WHERE d.wallet_id = $1 AND d.id < $2
+         ORDER BY d.id DESC LIMIT $3"
+    );
+    page(c, &sql, &[&wallet], limit, starting_after, debit_row)
+}
+
+pub fn insert_debit(
+    c: &mut impl GenericClient,
+    debit: &DebitRecord,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
+            metadata, hold_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &id_bytes(debit.id),
+            &id_bytes(debit.wallet_id),
+            &debit.amount.atomic(),
+            &parts_json(debit.allocations.iter().map(|a| (a.grant, a.amount))),
+            &debit.balance_after.atomic(),
+            &debit.description,
+            &metadata_json(&debit.metadata),
+            &opt_id_bytes(debit.hold_id),
+            &micros(debit.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+// ---- entries ------------------------------------------------------------------
+
+const ENTRY_COLUMNS: &str = "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.balance_after,
+    e.occurred_at, e.grant_id, e.reference, (SELECT scale FROM wallets w WHERE w.id = e.wallet_id)";
+
+fn entry_row(row: &Row) -> Result<EntryRecord, postgres::Error> {
+    entry_from(row, 0)
+}
+
+pub fn insert_entry(
+    c: &mut impl GenericClient,
+    entry: &EntryRecord,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after, occurred_at,
+            grant_id, reference)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &id_bytes(entry.wallet_id),
+            &counter(entry.sequence),
+            &id_bytes(entry.id),
+            &entry.kind.as_str(),
+            &entry.amount.atomic(),
+            &entry.balance_after.atomic(),
+            &micros(entry.occurred_at),
+            &opt_id_bytes(entry.grant_id),
+            &entry.reference,
+        ],
+    )?;
+    Ok(())
+}
+
+/// The wallet's ledger by sequence, `ascending` or newest first, after the
+/// entry `starting_after` in that order.
+pub fn list_entries(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    ascending: bool,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<EntryRecord>, postgres::Error> {
+    let wallet = id_bytes(wallet_id);
+    let cursor: Option<u64> = match starting_after {
+        None => None,
+        Some(id) => one(
+            c,
+            "SELECT sequence FROM entries WHERE id = $1 AND wallet_id = $2",
+            &[&id_bytes(id), &wallet],
+            |row| u64_col(row, 0),
+        )?,
+    };
+    let (comparison, order, start) = if ascending {
+        (">", "ASC", cursor.unwrap_or(0) as i64)
+    } else {
+        ("<", "DESC", cursor.map_or(i64::MAX, |s| s as i64))
+    };
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.wallet_id = $1 AND e.sequence {comparison} $2
+         ORDER BY e.sequence {order} LIMIT $3"
+    );
+    let mut items = all(c, &sql, &[&wallet, &start, &(limit as i64 + 1)], entry_row)?;
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, has_more })
+}
+
+/// The balance after the last entry at or before `at` (SPEC rule 17).
+pub fn balance_at(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    at: Instant,
+) -> Result<Amount, postgres::Error> {
+    let value: Option<i64> = one(
+        c,
+        "SELECT balance_after FROM entries WHERE wallet_id = $1 AND occurred_at <= $2
+         ORDER BY occurred_at DESC, sequence DESC LIMIT 1",
+        &[&id_bytes(wallet_id), &micros(at)],
+        |row| row.try_get(0),
+    )?;
+    Ok(Amount::from_atomic(value.unwrap_or(0)))
+}
+
+/// Each grant's remainder at `at`, summed from its entries (SPEC rule 17).
+pub fn grant_remainders_at(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    at: Instant,
+) -> Result<Vec<(u128, Amount)>, postgres::Error> {
+    all(
+        c,
+        "SELECT grant_id, sum(amount)::bigint FROM entries
+         WHERE wallet_id = $1 AND occurred_at <= $2 AND grant_id IS NOT NULL
+         GROUP BY grant_id ORDER BY grant_id",
+        &[&id_bytes(wallet_id), &micros(at)],
+        |row| Ok((id_col(row, 0)?, amount_col(row, 1)?)),
+    )
+}
+
+// ---- api keys -----------------------------------------------------------------
+
+fn api_key_row(row: &Row) -> Result<ApiKey, postgres::Error> {
+    let scope: &str = row.try_get(2)?;
+    let hash: &[u8] = row.try_get(3)?;
+    Ok(ApiKey {
+        id: id_col(row, 0)?,
+        name: row.try_get(1)?,
+        scope: Scope::parse(scope).expect("stored scope"),
+        secret_hash: hash.try_into().expect("stored hashes are 32 bytes"),
+        created_at: instant_col(row, 4)?,
+    })
+}
+
+pub fn api_keys(c: &mut impl GenericClient) -> Result<Vec<ApiKey>, postgres::Error> {
+    all(
+        c,
+        "SELECT id, name, scope, secret_hash, created_at FROM api_keys ORDER BY id DESC",
+        &[],
+        api_key_row,
+    )
+}
+
+pub fn list_api_keys(
+    c: &mut impl GenericClient,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<ApiKey>, postgres::Error> {
+    let sql = "SELECT id, name, scope, secret_hash, created_at FROM api_keys
+               WHERE id < $1 ORDER BY id DESC LIMIT $2";
+    page(c, sql, &[], limit, starting_after, api_key_row)
+}
+
+pub fn insert_api_key(c: &mut impl GenericClient, key: &ApiKey) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO api_keys (id, name, scope, secret_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &id_bytes(key.id),
+            &key.name,
+            &key.scope.as_str(),
+            &key.secret_hash.as_slice(),
+            &micros(key.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete_api_key(c: &mut impl GenericClient, id: u128) -> Result<bool, postgres::Error> {
+    let deleted = c.execute("DELETE FROM api_keys WHERE id = $1", &[&id_bytes(id)])?;
+    Ok(deleted > 0)
+}
+
+// ---- idempotency ----------------------------------------------------------------
+
+pub fn idempotency(
+    c: &mut impl GenericClient,
+    key: &str,
+) -> Result<Option<([u8; 32], StoredResponse)>, postgres::Error> {
+    one(
+        c,
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1",
+        &[&key],
+        |row| {
+            let fingerprint: &[u8] = row.try_get(0)?;
+            let status: i32 = row.try_get(1)?;
+            Ok((
+                fingerprint.try_into().expect("fingerprints are 32 bytes"),
+                StoredResponse {
+                    status: u16::try_from(status).expect("stored statuses are u16"),
+                    body: row.try_get(2)?,
+                },
+            ))
+        },
+    )
+}
+
+pub fn insert_idempotency(
+    c: &mut impl GenericClient,
+    key: &str,
+    fingerprint: &[u8; 32],
+    response: &StoredResponse,
+    at: Instant,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &key,
+            &fingerprint.as_slice(),
+            &i32::from(response.status),
+            &response.body,
+            &micros(at),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn purge_idempotency(
+    c: &mut impl GenericClient,
+    before: Instant,
+) -> Result<usize, postgres::Error> {
+    let purged = c.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < $1",
+        &[&micros(before)],
+    )?;
+    Ok(count(purged))
+}
+
+// ---- paging -------------------------------------------------------------------
+
+/// Runs a list query whose last two placeholders are the id cursor and the
+/// limit, fetching one extra row to learn whether more follow.
+fn page<T>(
+    c: &mut impl GenericClient,
+    sql: &str,
+    leading: &Params,
+    limit: usize,
+    starting_after: Option<u128>,
+    map: fn(&Row) -> Result<T, postgres::Error>,
+) -> Result<Page<T>, postgres::Error> {
+    let cursor = id_bytes(starting_after.unwrap_or(u128::MAX));
+    let fetch = limit as i64 + 1;
+    let mut params: Vec<&(dyn ToSql + Sync)> = leading.to_vec();
+    params.push(&cursor);
+    params.push(&fetch);
+    let mut items = all(c, sql, &params, map)?;
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, has_more })
+}
+
+// ---- promotional credits --------------------------------------------------------
+
+const PROMOTION_COLUMNS: &str = "p.id, p.name, p.description, p.credit_system_id, p.starts_at,
+    p.ends_at, p.quantity, p.reset_interval, p.access_period_value, p.access_period_unit,
+    p.allow_multiple_grants, p.applied, p.created_at,
+    (SELECT scale FROM credit_systems c WHERE c.id = p.credit_system_id)";
+
+fn promotion_row(row: &Row) -> Result<PromotionalCredit, postgres::Error> {
+    let reset: &str = row.try_get(7)?;
+    let period_value: Option<i64> = row.try_get(8)?;
+    let period_unit: Option<&str> = row.try_get(9)?;
+    let access_period = match (period_value, period_unit) {
+        (Some(value), Some(unit)) => Some(
+            Period::new(
+                Interval::parse(unit).expect("stored unit"),
+                u32::try_from(value).expect("stored period count"),
+            )
+            .expect("stored period"),
+        ),
+        _ => None,
+    };
+    Ok(PromotionalCredit {
+        id: id_col(row, 0)?,
+        name: row.try_get(1)?,
+        description: row.try_get(2)?,
+        credit_system_id: id_col(row, 3)?,
+        starts_at: opt_instant_col(row, 4)?,
+        ends_at: opt_instant_col(row, 5)?,
+        policy: credstack_core::promotion::Policy {
+            quantity: amount_col(row, 6)?,
+            reset_interval: Interval::parse(reset),
+            access_period,
+            allow_multiple_grants: row.try_get(10)?,
+        },
+        applied: row.try_get(11)?,
+        created_at: instant_col(row, 12)?,
+        scale: scale_col(row, 13)?,
+    })
+}
+
+pub fn promotion(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<PromotionalCredit>, postgres::Error> {
+    let sql = format!("SELECT {PROMOTION_COLUMNS} FROM promotional_credits p WHERE p.id = $1");
+    one(c, &sql, &[&id_bytes(id)], promotion_row)
+}
+
+/// Campaigns newest first; `status` filters by the window at `now`.
+pub fn list_promotions(
+    c: &mut impl GenericClient,
+    status: Option<credstack_core::promotion::Status>,
+    now: Instant,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<PromotionalCredit>, postgres::Error> {
+    use credstack_core::promotion::Status;
+    let condition = match status {
+        None => "true",
+        Some(Status::Scheduled) => "coalesce(p.starts_at, p.created_at) > $1",
+        Some(Status::Active) => {
+            "coalesce(p.starts_at, p.created_at) <= $1 AND (p.ends_at IS NULL OR p.ends_at > $1)"
+        }
+        Some(Status::Ended) => "p.ends_at IS NOT NULL AND p.ends_at <= $1",
+    };
+    let sql = format!(
+        "SELECT {PROMOTION_COLUMNS} FROM promotional_credits p
+         WHERE ($1::bigint IS NOT NULL) AND {condition} AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
+    );
+    page(
+        c,
+        &sql,
+        &[&micros(now)],
+        limit,
+        starting_after,
+        promotion_row,
+    )
+}
+
+pub fn upsert_promotion(
+    c: &mut impl GenericClient,
+    p: &PromotionalCredit,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO promotional_credits (id, name, description, credit_system_id, starts_at,
+            ends_at, quantity, reset_interval, access_period_value, access_period_unit,
+            allow_multiple_grants, applied, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,
+            credit_system_id = excluded.credit_system_id, starts_at = excluded.starts_at,
+            ends_at = excluded.ends_at, quantity = excluded.quantity,
+            reset_interval = excluded.reset_interval,
+            access_period_value = excluded.access_period_value,
+            access_period_unit = excluded.access_period_unit,
+            allow_multiple_grants = excluded.allow_multiple_grants, applied = excluded.applied",
+        &[
+            &id_bytes(p.id),
+            &p.name,
+            &p.description,
+            &id_bytes(p.credit_system_id),
+            &p.starts_at.map(micros),
+            &p.ends_at.map(micros),
+            &p.policy.quantity.atomic(),
+            &p.policy.reset_interval.map_or("never", |i| i.as_str()),
+            &p.policy.access_period.map(|a| i64::from(a.count)),
+            &p.policy.access_period.map(|a| a.interval.as_str()),
+            &p.policy.allow_multiple_grants,
+            &p.applied,
+            &micros(p.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete_promotion(c: &mut impl GenericClient, id: u128) -> Result<(), postgres::Error> {
+    c.execute(
+        "DELETE FROM promotional_credits WHERE id = $1",
+        &[&id_bytes(id)],
+    )?;
+    Ok(())
+}
+
+const ASSIGNMENT_COLUMNS: &str = "id, promotional_credit_id, customer_id, wallet_id, grant_id, granted_at, expires_at, revoked_at";
+
+fn assignment_row(row: &Row) -> Result<Assignment, postgres::Error> {
+    Ok(Assignment {
+        id: id_col(row, 0)?,
+        promotional_credit_id: id_col(row, 1)?,
+        customer_id: id_col(row, 2)?,
+        wallet_id: id_col(row, 3)?,
+        grant_id: id_col(row, 4)?,
+        granted_at: instant_col(row, 5)?,
+        expires_at: opt_instant_col(row, 6)?,
+        revoked_at: opt_instant_col(row, 7)?,
+    })
+}
+
+/// A customer's assignments in a campaign that are active at `now`.
+pub fn active_assignments(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+    customer_id: u128,
+    now: Instant,
+) -> Result<Vec<Assignment>, postgres::Error> {
+    all(
+        c,
+        &format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM promotion_assignments
+             WHERE promotional_credit_id = $1 AND customer_id = $2 AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > $3) ORDER BY id"
+        ),
+        &[
+            &id_bytes(promotion_id),
+            &id_bytes(customer_id),
+            &micros(now),
+        ],
+        assignment_row,
+    )
+}
+
+pub fn upsert_assignment(
+    c: &mut impl GenericClient,
+    a: &Assignment,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO promotion_assignments (id, promotional_credit_id, customer_id, wallet_id,
+            grant_id, granted_at, expires_at, revoked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at",
+        &[
+            &id_bytes(a.id),
+            &id_bytes(a.promotional_credit_id),
+            &id_bytes(a.customer_id),
+            &id_bytes(a.wallet_id),
+            &id_bytes(a.grant_id),
+            &micros(a.granted_at),
+            &a.expires_at.map(micros),
+            &a.revoked_at.map(micros),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Customers with a wallet in `credit_system_id`, by customer id, after `after`.
+pub fn customers_with_wallets(
+    c: &mut impl GenericClient,
+    credit_system_id: u128,
+    after: Option<u128>,
+    limit: usize,
+) -> Result<Vec<u128>, postgres::Error> {
+    all(
+        c,
+        "SELECT customer_id FROM wallets WHERE credit_system_id = $1 AND customer_id > $2
+         ORDER BY customer_id LIMIT $3",
+        &[
+            &id_bytes(credit_system_id),
+            &id_bytes(after.unwrap_or(0)),
+            &(limit as i64),
+        ],
+        |row| id_col(row, 0),
+    )
+}
+
+/// Customers with an assignment not yet revoked, by customer id, after `after`.
+pub fn customers_with_open_assignments(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+    after: Option<u128>,
+    limit: usize,
+) -> Result<Vec<u128>, postgres::Error> {
+    all(
+        c,
+        "SELECT DISTINCT customer_id FROM promotion_assignments
+         WHERE promotional_credit_id = $1 AND revoked_at IS NULL AND customer_id > $2
+         ORDER BY customer_id LIMIT $3",
+        &[
+            &id_bytes(promotion_id),
+            &id_bytes(after.unwrap_or(0)),
+            &(limit as i64),
+        ],
+        |row| id_col(row, 0),
+    )
+}
+
+/// How many customers are granted (an active assignment) and how many
+/// revoked (no active assignment, the latest one revoked), at `now`.
+pub fn promotion_counts(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+    now: Instant,
+) -> Result<(u64, u64), postgres::Error> {
+    let row = c.query_one(
+        "SELECT count(*) FILTER (WHERE active > 0),
+                count(*) FILTER (WHERE active = 0 AND latest_revoked)
+         FROM (
+            SELECT a.customer_id,
+                   count(*) FILTER (WHERE a.revoked_at IS NULL
+                                    AND (a.expires_at IS NULL OR a.expires_at > $2)) AS active,
+                   (SELECT l.revoked_at IS NOT NULL FROM promotion_assignments l
+                     WHERE l.promotional_credit_id = $1 AND l.customer_id = a.customer_id
+                     ORDER BY l.id DESC LIMIT 1) AS latest_revoked
+            FROM promotion_assignments a WHERE a.promotional_credit_id = $1
+            GROUP BY a.customer_id) per_customer",
+        &[&id_bytes(promotion_id), &micros(now)],
+    )?;
+    Ok((u64_col(&row, 0)?, u64_col(&row, 1)?))
+}
+
+/// One row per customer ever granted, newest customer first, filtered by
+/// status (`granted`, `revoked`, `expired`) and a case-insensitive search.
+pub fn promotion_customers(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+    status: Option<&str>,
+    query: Option<&str>,
+    now: Instant,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<PromotionCustomer>, postgres::Error> {
+    let pattern = query.map(contains_pattern);
+    let sql = format!(
+        "SELECT * FROM (
+            SELECT {CUSTOMER_COLUMNS_C},
+                   count(*) FILTER (WHERE a.revoked_at IS NULL
+                                    AND (a.expires_at IS NULL OR a.expires_at > $2)) AS active,
+                   max(a.granted_at) AS last_granted_at, max(a.revoked_at) AS revoked_at,
+                   (SELECT l.revoked_at IS NOT NULL FROM promotion_assignments l
+                     WHERE l.promotional_credit_id = $1 AND l.customer_id = c.id
+                     ORDER BY l.id DESC LIMIT 1) AS latest_revoked
+            FROM promotion_assignments a JOIN customers c ON c.id = a.customer_id
+            WHERE a.promotional_credit_id = $1
+              AND ($3::text IS NULL OR c.name ILIKE $3 ESCAPE '\\'
+                   OR coalesce(c.email, '') ILIKE $3 ESCAPE '\\'
+                   OR coalesce(c.external_id, '') ILIKE $3 ESCAPE '\\')
+            GROUP BY c.id) per_customer
+         WHERE ($4::text IS NULL OR ($4 = 'granted' AND active > 0)
+                OR ($4 = 'revoked' AND active = 0 AND latest_revoked)
+                OR ($4 = 'expired' AND active = 0 AND NOT latest_revoked))
+           AND id < $5 ORDER BY id DESC LIMIT $6"
+    );
+    page(
+        c,
+        &sql,
+        &[&id_bytes(promotion_id), &micros(now), &pattern, &status],
+        limit,
+        starting_after,
+        |row| {
+            Ok(PromotionCustomer {
+                customer: customer_row(row)?,
+                active_assignments: u64_col(row, 6)?,
+                last_granted_at: instant_col(row, 7)?,
+                revoked_at: opt_instant_col(row, 8)?,
+                latest_revoked: row.try_get(9)?,
+            })
+        },
+    )
+}
+
+// ---- console sessions -------------------------------------------------------------
+
+pub fn insert_session(
+    c: &mut impl GenericClient,
+    session: &ConsoleSession,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO console_sessions (token_hash, csrf_token, api_key_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &session.token_hash.as_slice(),
+            &session.csrf_token,
+            &id_bytes(session.api_key_id),
+            &micros(session.created_at),
+            &micros(session.expires_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The session with this token hash, if it has not expired by `now`.
+pub fn session(
+    c: &mut impl GenericClient,
+    token_hash: &[u8; 32],
+    now: Instant,
+) -> Result<Option<ConsoleSession>, postgres::Error> {
+    one(
+        c,
+        "SELECT token_hash, csrf_token, api_key_id, created_at, expires_at FROM console_sessions
+         WHERE token_hash = $1 AND expires_at > $2",
+        &[&token_hash.as_slice(), &micros(now)],
+        |row| {
+            let hash: &[u8] = row.try_get(0)?;
+            Ok(ConsoleSession {
+                token_hash: hash.try_into().expect("stored hashes are 32 bytes"),
+                csrf_token: row.try_get(1)?,
+                api_key_id: id_col(row, 2)?,
+                created_at: instant_col(row, 3)?,
+                expires_at: instant_col(row, 4)?,
+            })
+        },
+    )
+}
+
+pub fn delete_session(
+    c: &mut impl GenericClient,
+    token_hash: &[u8; 32],
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "DELETE FROM console_sessions WHERE token_hash = $1",
+        &[&token_hash.as_slice()],
+    )?;
+    Ok(())
+}
+
+pub fn purge_sessions(
+    c: &mut impl GenericClient,
+    expired_by: Instant,
+) -> Result<usize, postgres::Error> {
+    let purged = c.execute(
+        "DELETE FROM console_sessions WHERE expires_at <= $1",
+        &[&micros(expired_by)],
+    )?;
+    Ok(count(purged))
+}
+
+/// How many wallets a credit system has: the customers an all-customers
+/// grant will consider.
+pub fn count_wallets(
+    c: &mut impl GenericClient,
+    credit_system_id: u128,
+) -> Result<u64, postgres::Error> {
+    let row = c.query_one(
+        "SELECT count(*) FROM wallets WHERE credit_system_id = $1",
+        &[&id_bytes(credit_system_id)],
+    )?;
+    u64_col(&row, 0)
+}
+
+/// Whether any customer was ever granted this campaign.
+pub fn promotion_has_customers(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+) -> Result<bool, postgres::Error> {
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM promotion_assignments WHERE promotional_credit_id = $1)",
+        &[&id_bytes(promotion_id)],
+    )?
+    .try_get(0)
+}
+
+// ---- console: the wallet chart ----------------------------------------------------
+
+/// The last `limit` (at most [`CHART_ENTRIES_MAX`]) entries of a wallet,
+/// oldest first, each with its grant's purpose, and what each purpose and
+/// the debt stand at now. `None` if the wallet does not exist.
+///
+/// SQLite reads these in one transaction for a consistent snapshot. Here
+/// the caller may already hold a transaction (whose isolation level can no
+/// longer be raised), so the three reads are one statement instead: a single
+/// statement always sees a single snapshot. Rows are tagged: 0 the wallet's
+/// debt, 1 a purpose's total, 2 an entry.
+pub fn entries_with_purpose(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    limit: usize,
+) -> Result<Option<PurposeLedger>, postgres::Error> {
+    let limit = limit.min(CHART_ENTRIES_MAX) as i64;
+    let key = id_bytes(wallet_id);
+    let rows = c.query(
+        &format!(
+            "SELECT 0 AS tag, debt AS total, NULL::text AS purpose,
+                    NULL::bytea, NULL::bytea, NULL::bigint, NULL::text, NULL::bigint,
+                    NULL::bigint, NULL::bigint, NULL::bytea, NULL::text, NULL::smallint
+             FROM wallets WHERE id = $1
+             UNION ALL
+             SELECT 1, coalesce(sum(remaining), 0)::bigint, purpose,
+                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+             FROM grants WHERE wallet_id = $1 GROUP BY purpose
+             UNION ALL
+             (SELECT 2, NULL, g.purpose, {ENTRY_COLUMNS}
+              FROM entries e LEFT JOIN grants g ON g.id = e.grant_id
+              WHERE e.wallet_id = $1 ORDER BY e.sequence DESC LIMIT $2)"
+        ),
+        &[&key, &limit],
+    )?;
+    let mut debt = None;
+    let mut entries: Vec<(EntryRecord, Option<Purpose>)> = Vec::new();
+    let mut totals: Vec<(String, i64)> = Vec::new();
+    for row in &rows {
+        let tag: i32 = row.try_get(0)?;
+        match tag {
+            0 => debt = Some(row.try_get::<_, i64>(1)?),
+            1 => totals.push((row.try_get(2)?, row.try_get(1)?)),
+            _ => {
+                let purpose: Option<&str> = row.try_get(2)?;
+                let entry = entry_from(row, 3)?;
+                entries.push((entry, purpose.and_then(Purpose::parse)));
+            }
+        }
+    }
+    let Some(debt) = debt else {
+        return Ok(None);
+    };
+    entries.sort_by_key(|(entry, _)| entry.sequence);
+    let mut ledger = PurposeLedger {
+        entries,
+        promotional: Amount::ZERO,
+        bundled: Amount::ZERO,
+        paid: Amount::ZERO,
+        debt: Amount::from_atomic(debt),
+    };
+    for (purpose, total) in totals {
+        let total = Amount::from_atomic(total);
+        match Purpose::parse(&purpose) {
+            Some(Purpose::Promotional) => ledger.promotional = total,
+            Some(Purpose::Bundled) => ledger.bundled = total,
+            Some(Purpose::Paid) => ledger.paid = total,
+            None => {}
+        }
+    }
+    Ok(Some(ledger))
+}
+
+/// An entry whose [`ENTRY_COLUMNS`] start at column `at`.
+fn entry_from(row: &Row, at: usize) -> Result<EntryRecord, postgres::Error> {
+    let kind: &str = row.try_get(at + 3)?;
+    Ok(EntryRecord {
+        id: id_col(row, at)?,
+        wallet_id: id_col(row, at + 1)?,
+        sequence: u64_col(row, at + 2)?,
+        kind: EntryKind::parse(kind).expect("stored entry type"),
+        amount: amount_col(row, at + 4)?,
+        balance_after: amount_col(row, at + 5)?,
+        occurred_at: instant_col(row, at + 6)?,
+        grant_id: opt_id_col(row, at + 7)?,
+        reference: row.try_get(at + 8)?,
+        scale: scale_col(row, at + 9)?,
+    })
+}
