@@ -114,6 +114,7 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
         let addr = listener.local_addr().expect("bound address");
         println!("credstack listening on http://{addr}");
         println!("  API:     http://{addr}/v1   (OpenAPI: http://{addr}/v1/openapi.json)");
+        println!("  console: http://{addr}/   (sign in with an admin API key)");
         println!(
             "  store:   {}",
             crate::ledger::database_path(&args.data).display()
