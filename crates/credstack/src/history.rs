@@ -47,7 +47,9 @@ pub async fn grant(ledger: &Ledger, grant_id: u128) -> Result<GrantRecord> {
 
 /// The wallet as it stood at `at` (not in the future): each grant's
 /// remainder is the sum of its entries up to `at`, the balance is the last
-/// entry's `balance_after`, and holds are those active at `at`.
+/// entry's `balance_after`, and the debt follows from them. Holds are not
+/// ledger entries, so `held` is reported as zero; the overdraft limit is
+/// today's (limit changes are not kept as history).
 pub async fn at(ledger: &Ledger, wallet_id: u128, at: Instant) -> Result<WalletView> {
     ledger.ensure_current(wallet_id).await?;
     ledger

@@ -223,3 +223,39 @@ async fn sessions_end_on_sign_out_and_with_their_key() {
         .ok();
     assert_eq!(page_status(session).await, 303, "the key is gone");
 }
+
+#[tokio::test]
+async fn sign_in_returns_only_to_this_site() {
+    let server = Server::start().await;
+    for next in [
+        "//evil.example/x",
+        "/\t/evil.example/x",
+        "/\\evil.example",
+        "https://evil.example/",
+        "/%0a",
+    ] {
+        let http = client();
+        let page = http
+            .get(format!("{}/login", server.base))
+            .send()
+            .await
+            .unwrap();
+        let (login_cookie, _) = cookie_pair(&page, "credstack_login");
+        let token = hidden(&page.text().await.unwrap(), "login_token");
+        let response = http
+            .post(format!("{}/login", server.base))
+            .header(COOKIE, login_cookie)
+            .form(&[
+                ("api_key", ADMIN_KEY),
+                ("login_token", &token),
+                ("next", next),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303, "next {next:?}");
+        let location = response.headers()[LOCATION].to_str().unwrap().to_string();
+        let expected = if next == "/%0a" { "/%0a" } else { "/" };
+        assert_eq!(location, expected, "next {next:?}");
+    }
+}

@@ -3284,3 +3284,65 @@ async fn futures_join_all<F: std::future::Future>(
     .await;
     outputs.into_iter().map(Option::unwrap).collect()
 }
+
+/// A grant no larger than the debt is spent entirely on repaying it; it is
+/// created (and listed) with nothing remaining, and the service stays up.
+#[tokio::test]
+async fn rule_06_grant_spent_entirely_on_debt() {
+    let server = Server::start().await;
+    let cs = server.credit_system("overdraft_small", 0).await;
+    let wallet = server.wallet_with_overdraft(&cs, "50").await;
+    server.debit(&wallet, "50").await.ok();
+    let grant = server
+        .grant(&wallet, json!({"amount": "20", "purpose": "paid"}))
+        .await
+        .ok();
+    assert_eq!(grant.str("remaining"), "0");
+    assert_eq!(grant.str("status"), "depleted");
+    let balance = server.balance(&wallet).await;
+    assert_eq!(
+        (balance["balance"].as_str(), balance["debt"].as_str()),
+        (Some("-30"), Some("30"))
+    );
+    let read = server.get(&format!("/v1/grants/{}", grant.id())).await.ok();
+    assert_eq!(read.str("remaining"), "0");
+    // The server is still up and the grant can be voided (nothing to forfeit).
+    server
+        .post(&format!("/v1/grants/{}/void", grant.id()), json!({}))
+        .await
+        .ok();
+    let types: Vec<String> = server
+        .entries(&wallet)
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["debit", "grant", "repayment", "repayment"]);
+}
+
+/// A batch whose Idempotency-Key is also one of its items' keys is refused
+/// as bad input and changes nothing.
+#[tokio::test]
+async fn rule_18_batch_header_key_cannot_be_an_item_key() {
+    let server = Server::start().await;
+    let wallet = server.wallet(0).await;
+    server
+        .grant(&wallet, json!({"amount": "10", "purpose": "paid"}))
+        .await
+        .ok();
+    let body = json!({"debits": [{"wallet_id": wallet, "amount": "1", "idempotency_key": "dup"}]});
+    let refused = server
+        .send(
+            reqwest::Method::POST,
+            "/v1/debits/batch",
+            Some(body),
+            &[("Idempotency-Key", "dup")],
+        )
+        .await
+        .status(400);
+    assert_eq!(
+        refused.error_param().as_deref(),
+        Some("debits[0].idempotency_key")
+    );
+    assert_eq!(server.balance(&wallet).await["balance"], "10");
+}

@@ -154,7 +154,11 @@ pub struct NextQuery {
 /// Only same-site paths are followed after sign-in.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
             path.to_string()
         }
         _ => "/".to_string(),

@@ -777,7 +777,7 @@ impl Writer {
             wallet
                 .add_grant(grant_id, terms, now, changes)
                 .map_err(|r| Error::from_rejection(r, "amount"))?;
-            let grant = wallet.grant(grant_id).expect("a new grant is live").clone();
+            let grant = new_grant_state(wallet, changes, grant_id);
             Ok(GrantRecord {
                 grant,
                 wallet_id: info.id,
@@ -997,6 +997,16 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// A grant just added, as it stands: usually live, but a grant spent
+/// entirely on repaying debt has already left the working set.
+fn new_grant_state(wallet: &Wallet, changes: &Changes, id: GrantId) -> Grant {
+    wallet
+        .grant(id)
+        .or_else(|| changes.finished_grants.iter().find(|g| g.id == id))
+        .expect("a grant just added is live or finished")
+        .clone()
 }
 
 // ---- validation helpers -------------------------------------------------------

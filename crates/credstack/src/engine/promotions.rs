@@ -285,7 +285,7 @@ impl Writer {
             state
                 .add_grant(grant_id, terms, now, changes)
                 .map_err(|r| Error::from_rejection(r, "quantity"))?;
-            Ok(state.grant(grant_id).expect("a new grant is live").clone())
+            Ok(super::new_grant_state(state, changes, grant_id))
         });
         let grant = match added {
             Ok(grant) => grant,

@@ -561,6 +561,12 @@ pub async fn batch_debits(
             description: item.description.clone(),
             metadata: Default::default(),
         };
+        if key.0.as_deref() == Some(item.idempotency_key.as_str()) {
+            return Err(ApiError::invalid(
+                format!("debits[{index}].idempotency_key"),
+                "an item's idempotency_key must differ from the request's Idempotency-Key",
+            ));
+        }
         let idempotency = debit_idempotency(item.idempotency_key.clone(), &debit);
         items.push(BatchItem { debit, idempotency });
     }
