@@ -3346,3 +3346,27 @@ async fn rule_18_batch_header_key_cannot_be_an_item_key() {
     );
     assert_eq!(server.balance(&wallet).await["balance"], "10");
 }
+
+/// Paging the ledger from an entry of another wallet (or none) is refused
+/// rather than silently starting over.
+#[tokio::test]
+async fn rule_15_entries_cursor_must_belong_to_the_wallet() {
+    let server = Server::start().await;
+    let wallet = server.wallet(0).await;
+    let other = server.wallet(0).await;
+    server
+        .grant(&other, json!({"amount": "5", "purpose": "paid"}))
+        .await
+        .ok();
+    let foreign = server.entries(&other).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = server
+        .get(&format!(
+            "/v1/wallets/{wallet}/entries?starting_after={foreign}"
+        ))
+        .await
+        .status(400);
+    assert_eq!(refused.error_param().as_deref(), Some("starting_after"));
+}

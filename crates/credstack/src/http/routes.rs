@@ -682,11 +682,23 @@ pub async fn list_entries(
         Some(_) => return Err(ApiError::invalid("order", "order must be asc or desc")),
     };
     history::require_wallet(&ledger, wallet_id).await?;
+    let cursor = paging.starting_after;
     let page = ledger
         .read(move |c| {
-            db::list_entries(c, wallet_id, ascending, paging.limit, paging.starting_after)
+            if let Some(entry) = cursor
+                && !db::entry_in_wallet(c, wallet_id, entry)?
+            {
+                return Ok(None);
+            }
+            db::list_entries(c, wallet_id, ascending, paging.limit, cursor).map(Some)
         })
-        .await?;
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "starting_after",
+                "starting_after is not an entry of this wallet",
+            )
+        })?;
     json(List::new(
         page.items.iter().map(EntryWire::from).collect(),
         page.has_more,

@@ -1593,3 +1593,16 @@ fn entry_from(row: &Row, at: usize) -> Result<EntryRecord, postgres::Error> {
         scale: scale_col(row, at + 9)?,
     })
 }
+
+/// Whether `entry_id` is an entry of `wallet_id` (a valid entries cursor).
+pub fn entry_in_wallet(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    entry_id: u128,
+) -> Result<bool, postgres::Error> {
+    let row = c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM entries WHERE id = $1 AND wallet_id = $2)",
+        &[&id_bytes(entry_id), &id_bytes(wallet_id)],
+    )?;
+    Ok(row.get(0))
+}

@@ -1390,3 +1390,12 @@ pub fn entries_with_purpose(
     snapshot.finish()?;
     Ok(Some(ledger))
 }
+
+/// Whether `entry_id` is an entry of `wallet_id` (a valid entries cursor).
+pub fn entry_in_wallet(c: &Connection, wallet_id: u128, entry_id: u128) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM entries WHERE id = ? AND wallet_id = ?)")?
+        .query_row(
+            params![ids::to_bytes(entry_id), ids::to_bytes(wallet_id)],
+            |row| row.get(0),
+        )
+}
