@@ -11,6 +11,7 @@
 //! transaction is aborted and only a rollback is possible, where SQLite lets
 //! the transaction carry on.
 
+use super::codec;
 use crate::ids;
 use crate::records::*;
 use credstack_core::{
@@ -171,77 +172,33 @@ fn counter(value: u64) -> i64 {
 }
 
 fn metadata_json(metadata: &Metadata) -> String {
-    serde_json::to_string(metadata).expect("a string map serializes")
+    codec::metadata_to_text(metadata)
 }
 
 fn metadata_col(row: &Row, index: usize) -> Result<Metadata, postgres::Error> {
-    let text: &str = row.try_get(index)?;
-    Ok(serde_json::from_str(text).expect("stored metadata is a string map"))
+    Ok(codec::metadata_from_text(row.try_get(index)?))
 }
 
-/// Allocations are stored as `[[grant_hex_or_null, atomic], ...]`, as in SQLite.
 fn parts_json(parts: impl Iterator<Item = (Option<GrantId>, Amount)>) -> String {
-    let values: Vec<serde_json::Value> = parts
-        .map(|(grant, amount)| {
-            serde_json::json!([grant.map(|g| format!("{:032x}", g.0)), amount.atomic()])
-        })
-        .collect();
-    serde_json::Value::Array(values).to_string()
+    codec::parts_to_text(parts)
 }
 
-/// Reservations are stored as `[[grant_hex_or_null, atomic, cycle], ...]`.
 fn reservations_json(reservations: &[Reservation]) -> String {
-    let values: Vec<serde_json::Value> = reservations
-        .iter()
-        .map(|r| {
-            serde_json::json!([
-                r.grant.map(|g| format!("{:032x}", g.0)),
-                r.amount.atomic(),
-                r.cycle
-            ])
-        })
-        .collect();
-    serde_json::Value::Array(values).to_string()
-}
-
-fn grant_id_hex(hex: String) -> GrantId {
-    GrantId(u128::from_str_radix(&hex, 16).expect("stored grant ids are hex"))
+    codec::reservations_to_text(reservations)
 }
 
 fn reservations_col(row: &Row, index: usize) -> Result<Vec<Reservation>, postgres::Error> {
-    let text: &str = row.try_get(index)?;
-    let values: Vec<(Option<String>, i64, u64)> =
-        serde_json::from_str(text).expect("stored reservations are well formed");
-    Ok(values
-        .into_iter()
-        .map(|(grant, atomic, cycle)| Reservation {
-            grant: grant.map(grant_id_hex),
-            amount: Amount::from_atomic(atomic),
-            cycle,
-        })
-        .collect())
+    Ok(codec::reservations_from_text(row.try_get(index)?))
 }
 
 fn parts_col(row: &Row, index: usize) -> Result<Vec<(Option<GrantId>, Amount)>, postgres::Error> {
-    let text: &str = row.try_get(index)?;
-    let values: Vec<(Option<String>, i64)> =
-        serde_json::from_str(text).expect("stored parts are well formed");
-    Ok(values
-        .into_iter()
-        .map(|(grant, atomic)| (grant.map(grant_id_hex), Amount::from_atomic(atomic)))
-        .collect())
-}
-
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    Ok(codec::parts_from_text(row.try_get(index)?))
 }
 
 /// `%text%` for `ILIKE ... ESCAPE '\'`: a case-insensitive substring match
 /// in which `%`, `_` and `\` stand for themselves.
 fn contains_pattern(text: &str) -> String {
-    format!("%{}%", like_escape(text))
+    format!("%{}%", codec::like_escape(text))
 }
 
 fn one<T>(

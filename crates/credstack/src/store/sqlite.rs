@@ -4,6 +4,7 @@
 //! caller holds. Durability: `synchronous = FULL`, so a committed write
 //! survives a crash or power loss.
 
+use super::codec;
 use crate::ids;
 use crate::records::*;
 use chrono::{DateTime, Utc};
@@ -85,68 +86,30 @@ fn amount_col(row: &Row, index: usize) -> rusqlite::Result<Amount> {
 }
 
 fn metadata_json(metadata: &Metadata) -> String {
-    serde_json::to_string(metadata).expect("a string map serializes")
+    codec::metadata_to_text(metadata)
 }
 
 fn metadata_col(row: &Row, index: usize) -> rusqlite::Result<Metadata> {
     let text: String = row.get(index)?;
-    Ok(serde_json::from_str(&text).expect("stored metadata is a string map"))
+    Ok(codec::metadata_from_text(&text))
 }
 
-/// Allocations and reservations are stored as `[[grant_hex_or_null, atomic], ...]`.
 fn parts_json(parts: impl Iterator<Item = (Option<GrantId>, Amount)>) -> String {
-    let values: Vec<serde_json::Value> = parts
-        .map(|(grant, amount)| {
-            serde_json::json!([grant.map(|g| format!("{:032x}", g.0)), amount.atomic()])
-        })
-        .collect();
-    serde_json::Value::Array(values).to_string()
+    codec::parts_to_text(parts)
 }
 
-/// Reservations are stored as `[[grant_hex_or_null, atomic, cycle], ...]`.
 fn reservations_json(reservations: &[Reservation]) -> String {
-    let values: Vec<serde_json::Value> = reservations
-        .iter()
-        .map(|r| {
-            serde_json::json!([
-                r.grant.map(|g| format!("{:032x}", g.0)),
-                r.amount.atomic(),
-                r.cycle
-            ])
-        })
-        .collect();
-    serde_json::Value::Array(values).to_string()
+    codec::reservations_to_text(reservations)
 }
 
 fn reservations_col(row: &Row, index: usize) -> rusqlite::Result<Vec<Reservation>> {
     let text: String = row.get(index)?;
-    let values: Vec<(Option<String>, i64, u64)> =
-        serde_json::from_str(&text).expect("stored reservations are well formed");
-    Ok(values
-        .into_iter()
-        .map(|(grant, atomic, cycle)| Reservation {
-            grant: grant.map(|hex| {
-                GrantId(u128::from_str_radix(&hex, 16).expect("stored grant ids are hex"))
-            }),
-            amount: Amount::from_atomic(atomic),
-            cycle,
-        })
-        .collect())
+    Ok(codec::reservations_from_text(&text))
 }
 
 fn parts_col(row: &Row, index: usize) -> rusqlite::Result<Vec<(Option<GrantId>, Amount)>> {
     let text: String = row.get(index)?;
-    let values: Vec<(Option<String>, i64)> =
-        serde_json::from_str(&text).expect("stored parts are well formed");
-    Ok(values
-        .into_iter()
-        .map(|(grant, atomic)| {
-            let grant = grant.map(|hex| {
-                GrantId(u128::from_str_radix(&hex, 16).expect("stored grant ids are hex"))
-            });
-            (grant, Amount::from_atomic(atomic))
-        })
-        .collect())
+    Ok(codec::parts_from_text(&text))
 }
 
 // ---- credit systems -----------------------------------------------------------
@@ -260,7 +223,7 @@ pub fn list_customers(
             page(c, &sql, &[], limit, starting_after, customer_row)
         }
         Some(query) => {
-            let pattern = format!("%{}%", like_escape(&query.to_lowercase()));
+            let pattern = format!("%{}%", codec::like_escape(&query.to_lowercase()));
             let sql = format!(
                 "SELECT {CUSTOMER_COLUMNS} FROM customers
                  WHERE (lower(name) LIKE ?1 ESCAPE '\\' OR lower(coalesce(email, '')) LIKE ?1 ESCAPE '\\'
@@ -270,12 +233,6 @@ pub fn list_customers(
             page(c, &sql, &[&pattern], limit, starting_after, customer_row)
         }
     }
-}
-
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 pub fn upsert_customer(c: &Connection, customer: &Customer) -> rusqlite::Result<()> {
@@ -1205,7 +1162,7 @@ pub fn promotion_customers(
     limit: usize,
     starting_after: Option<u128>,
 ) -> rusqlite::Result<Page<PromotionCustomer>> {
-    let pattern = query.map(|q| format!("%{}%", like_escape(&q.to_lowercase())));
+    let pattern = query.map(|q| format!("%{}%", codec::like_escape(&q.to_lowercase())));
     let status = status.map(str::to_string);
     let sql = format!(
         "SELECT * FROM (
