@@ -116,7 +116,9 @@ fn print(figure: &Figure, json: bool) {
 fn open_ledger() -> (Ledger, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
     let ledger = Ledger::open(Config {
-        data_dir: data.path().to_path_buf(),
+        backend: credstack::ledger::Backend::Embedded {
+            data_dir: data.path().to_path_buf(),
+        },
         clock: Clock::system(),
         render: credstack::http::render,
     })

@@ -1,7 +1,7 @@
 //! The command line: `credstack serve` and its configuration (SPEC §4).
 
 use crate::clock::Clock;
-use crate::ledger::{Config, Ledger, new_secret};
+use crate::ledger::{Backend, Config, Ledger, new_secret};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API on the embedded store.
+    /// Serve the HTTP API and the console, on the embedded store or on PostgreSQL.
     Serve(ServeArgs),
 }
 
@@ -37,6 +37,14 @@ pub struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "CREDSTACK_DATA", default_value = "./credstack-data")]
     pub data: PathBuf,
+    /// Run on this PostgreSQL database instead of the embedded store
+    /// (`postgres://user@host:5432/db`). Several processes may share it.
+    #[arg(long, env = "DATABASE_URL", conflicts_with = "data")]
+    pub database_url: Option<String>,
+    /// Read connections to PostgreSQL per process (the writer holds one more).
+    #[arg(long, env = "CREDSTACK_DB_READERS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_readers: u32,
     /// `system`, or `simulated`: a clock only `POST /v1/test_clock/advance` moves.
     #[arg(long, value_enum, default_value = "system")]
     pub clock: ClockKind,
@@ -88,8 +96,17 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
+        let backend = match &args.database_url {
+            Some(url) => Backend::Postgres {
+                url: url.clone(),
+                readers: args.db_readers,
+            },
+            None => Backend::Embedded {
+                data_dir: args.data.clone(),
+            },
+        };
         let config = Config {
-            data_dir: args.data.clone(),
+            backend,
             clock,
             render: crate::http::render,
         };
@@ -115,10 +132,13 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
         println!("credstack listening on http://{addr}");
         println!("  API:     http://{addr}/v1   (OpenAPI: http://{addr}/v1/openapi.json)");
         println!("  console: http://{addr}/   (sign in with an admin API key)");
-        println!(
-            "  store:   {}",
-            crate::ledger::database_path(&args.data).display()
-        );
+        match &args.database_url {
+            Some(url) => println!("  store:   PostgreSQL at {}", redact_password(url)),
+            None => println!(
+                "  store:   {}",
+                crate::ledger::database_path(&args.data).display()
+            ),
+        }
         if ledger.clock().is_simulated() {
             println!("  clock:   simulated, at {}", ledger.now().to_rfc3339());
         }
@@ -153,5 +173,17 @@ async fn bootstrap_admin_key(ledger: &Ledger) -> Result<(), String> {
             println!();
             Ok(())
         }
+    }
+}
+
+/// The URL with any password replaced, for printing.
+fn redact_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "(a connection string)".to_string(),
     }
 }

@@ -20,6 +20,11 @@ pub enum Error {
     },
     /// 503: the store cannot be reached or failed to commit; nothing changed.
     Unavailable,
+    /// A store conflict with another process's transaction (a deadlock, a
+    /// unique key taken at the same moment). The writer rolls back and runs
+    /// the batch again; a caller sees it (as a 503) only when the retries
+    /// run out.
+    Contended,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -79,9 +84,14 @@ impl Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(error: rusqlite::Error) -> Error {
-        tracing::error!(%error, "store error");
-        Error::Unavailable
+impl From<crate::store::StoreError> for Error {
+    fn from(error: crate::store::StoreError) -> Error {
+        if error.retryable {
+            tracing::debug!(%error, "store conflict");
+            Error::Contended
+        } else {
+            tracing::error!(%error, "store error");
+            Error::Unavailable
+        }
     }
 }

@@ -5,12 +5,11 @@ use crate::engine::WalletView;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::records::GrantRecord;
-use crate::store::sqlite as db;
 use credstack_core::{Amount, GrantStatus, Instant, Wallet};
 
 pub async fn require_wallet(ledger: &Ledger, wallet_id: u128) -> Result<()> {
     ledger.ensure_current(wallet_id).await?;
-    match ledger.read(move |c| db::wallet_info(c, wallet_id)).await? {
+    match ledger.read(move |c| c.wallet_info(wallet_id)).await? {
         Some(_) => Ok(()),
         None => Err(Error::NotFound { what: "wallet" }),
     }
@@ -21,7 +20,7 @@ pub async fn current(ledger: &Ledger, wallet_id: u128) -> Result<WalletView> {
     ledger.ensure_current(wallet_id).await?;
     let at = ledger.now();
     let (info, wallet) = ledger
-        .read(move |c| db::load_wallet(c, wallet_id))
+        .read(move |c| c.load_wallet(wallet_id))
         .await?
         .ok_or(Error::NotFound { what: "wallet" })?;
     Ok(WalletView {
@@ -35,12 +34,12 @@ pub async fn current(ledger: &Ledger, wallet_id: u128) -> Result<WalletView> {
 /// A grant as it is now.
 pub async fn grant(ledger: &Ledger, grant_id: u128) -> Result<GrantRecord> {
     let record = ledger
-        .read(move |c| db::grant(c, grant_id))
+        .read(move |c| c.grant(grant_id))
         .await?
         .ok_or(Error::NotFound { what: "grant" })?;
     ledger.ensure_current(record.wallet_id).await?;
     ledger
-        .read(move |c| db::grant(c, grant_id))
+        .read(move |c| c.grant(grant_id))
         .await?
         .ok_or(Error::NotFound { what: "grant" })
 }
@@ -54,15 +53,15 @@ pub async fn at(ledger: &Ledger, wallet_id: u128, at: Instant) -> Result<WalletV
     ledger.ensure_current(wallet_id).await?;
     ledger
         .read(move |c| {
-            let Some(info) = db::wallet_info(c, wallet_id)? else {
+            let Some(info) = c.wallet_info(wallet_id)? else {
                 return Ok(None);
             };
-            let balance = db::balance_at(c, wallet_id, at)?;
-            let remainders = db::grant_remainders_at(c, wallet_id, at)?;
-            let (_, now_state) = db::load_wallet(c, wallet_id)?.expect("wallet exists");
+            let balance = c.balance_at(wallet_id, at)?;
+            let remainders = c.grant_remainders_at(wallet_id, at)?;
+            let (_, now_state) = c.load_wallet(wallet_id)?.expect("wallet exists");
             let mut grants = Vec::new();
             for (grant_id, remaining) in remainders {
-                let record = db::grant(c, grant_id)?.expect("entries reference stored grants");
+                let record = c.grant(grant_id)?.expect("entries reference stored grants");
                 let mut grant = record.grant;
                 grant.remaining = remaining;
                 grant.held = Amount::ZERO;
@@ -110,14 +109,14 @@ fn cycle_at(terms: &credstack_core::GrantTerms, at: Instant) -> u64 {
 
 /// A campaign with its counts at `now` (run on a read connection).
 pub fn promotion_view(
-    c: &rusqlite::Connection,
+    c: &mut dyn crate::store::Store,
     id: u128,
     now: Instant,
-) -> rusqlite::Result<Option<crate::engine::PromotionView>> {
-    let Some(promotion) = db::promotion(c, id)? else {
+) -> crate::store::StoreResult<Option<crate::engine::PromotionView>> {
+    let Some(promotion) = c.promotion(id)? else {
         return Ok(None);
     };
-    let (granted_count, revoked_count) = db::promotion_counts(c, id, now)?;
+    let (granted_count, revoked_count) = c.promotion_counts(id, now)?;
     Ok(Some(crate::engine::PromotionView {
         promotion,
         granted_count,
@@ -128,16 +127,16 @@ pub fn promotion_view(
 
 /// Campaigns newest first with their counts at `now`, optionally by status.
 pub fn promotion_views(
-    c: &rusqlite::Connection,
+    c: &mut dyn crate::store::Store,
     status: Option<credstack_core::promotion::Status>,
     now: Instant,
     limit: usize,
     starting_after: Option<u128>,
-) -> rusqlite::Result<crate::records::Page<crate::engine::PromotionView>> {
-    let page = db::list_promotions(c, status, now, limit, starting_after)?;
+) -> crate::store::StoreResult<crate::records::Page<crate::engine::PromotionView>> {
+    let page = c.list_promotions(status, now, limit, starting_after)?;
     let mut items = Vec::with_capacity(page.items.len());
     for promotion in page.items {
-        let (granted_count, revoked_count) = db::promotion_counts(c, promotion.id, now)?;
+        let (granted_count, revoked_count) = c.promotion_counts(promotion.id, now)?;
         items.push(crate::engine::PromotionView {
             promotion,
             granted_count,

@@ -10,10 +10,9 @@ use crate::engine::{Engine, Idempotency, Outcome, Render, Reply, Request};
 use crate::error::{Error, Result};
 use crate::ids::Generator;
 use crate::records::{ApiKey, Scope};
-use crate::store::sqlite as db;
+use crate::store::{self, Store, StoreResult};
 use credstack_core::Instant;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -28,9 +27,16 @@ pub struct Ledger {
     inner: Arc<Inner>,
 }
 
+/// The pool reads run on.
+#[derive(Clone)]
+enum Readers {
+    Embedded(r2d2::Pool<SqliteConnectionManager>),
+    Postgres(store::postgres::Pool),
+}
+
 struct Inner {
     engine: Engine,
-    readers: r2d2::Pool<SqliteConnectionManager>,
+    readers: Readers,
     clock: Arc<Clock>,
     api_keys: RwLock<Vec<ApiKey>>,
     /// Held by a call to all customers with an idempotency key from its
@@ -40,37 +46,47 @@ struct Inner {
     jobs: crate::jobs::Jobs,
 }
 
+/// Where the ledger keeps its data.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The embedded store: one SQLite file in this directory.
+    Embedded { data_dir: PathBuf },
+    /// A PostgreSQL database, shared with any other credstack process
+    /// pointed at it. `readers` is the size of the read pool; the writer
+    /// holds one more connection.
+    Postgres { url: String, readers: u32 },
+}
+
 pub struct Config {
-    pub data_dir: PathBuf,
+    pub backend: Backend,
     pub clock: Clock,
     pub render: Render,
 }
 
 impl Ledger {
-    /// Opens (creating and migrating) the store in `data_dir` and starts the writer.
+    /// Opens (creating and migrating) the store and starts the writer.
     pub fn open(config: Config) -> std::result::Result<Ledger, String> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            format!(
-                "cannot create data directory {}: {e}",
-                config.data_dir.display()
-            )
+        // The synchronous PostgreSQL client cannot run on an async
+        // runtime's thread, and callers may be on one: open on a thread of
+        // our own.
+        let backend = &config.backend;
+        let (store, connect, readers, api_keys) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let (mut store, connect, readers) = match backend {
+                        Backend::Embedded { data_dir } => open_embedded(data_dir)?,
+                        Backend::Postgres { url, readers } => open_postgres(url, *readers)?,
+                    };
+                    let api_keys = store.api_keys().map_err(|e| e.to_string())?;
+                    Ok::<_, String>((store, connect, readers, api_keys))
+                })
+                .join()
+                .map_err(|_| "opening the store panicked".to_string())?
         })?;
-        let path = database_path(&config.data_dir);
-        let connection =
-            db::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let api_keys = db::api_keys(&connection).map_err(|e| e.to_string())?;
-        let manager = SqliteConnectionManager::file(&path).with_init(|c| {
-            c.busy_timeout(Duration::from_secs(5))?;
-            c.pragma_update(None, "query_only", true)
-        });
-        let readers = r2d2::Pool::builder()
-            .max_size(READERS_MAX)
-            .min_idle(Some(1))
-            .build(manager)
-            .map_err(|e| e.to_string())?;
         let clock = Arc::new(config.clock);
         let (engine, _writer) = Engine::start(
-            connection,
+            store,
+            connect,
             clock.clone(),
             Arc::new(Generator::default()),
             config.render,
@@ -120,15 +136,21 @@ impl Ledger {
     pub async fn read<T, F>(&self, query: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
     {
         let readers = self.inner.readers.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            let connection = readers.get().map_err(|error| {
-                tracing::error!(%error, "no read connection");
-                Error::Unavailable
-            })?;
-            query(&connection).map_err(Error::from)
+            let result = match readers {
+                Readers::Embedded(pool) => pool
+                    .get()
+                    .map_err(Into::into)
+                    .and_then(|mut c| query(&mut *c)),
+                Readers::Postgres(pool) => pool
+                    .get()
+                    .map_err(Into::into)
+                    .and_then(|mut c| query(&mut *c)),
+            };
+            result.map_err(Error::from)
         })
         .await;
         outcome.unwrap_or(Err(Error::Unavailable))
@@ -137,7 +159,7 @@ impl Ledger {
     /// Brings a wallet up to date before a read if an event is due.
     pub async fn ensure_current(&self, wallet_id: u128) -> Result<()> {
         let next = self
-            .read(move |c| db::wallet_next_event_at(c, wallet_id))
+            .read(move |c| c.wallet_next_event_at(wallet_id))
             .await?;
         if next.is_some_and(|at| at <= self.now()) {
             self.execute(Request::Materialise {
@@ -154,9 +176,7 @@ impl Ledger {
         let mut total = 0;
         loop {
             let now = self.now();
-            let due = self
-                .read(move |c| db::due_wallets(c, now, SWEEP_CHUNK))
-                .await?;
+            let due = self.read(move |c| c.due_wallets(now, SWEEP_CHUNK)).await?;
             if due.is_empty() {
                 return Ok(total);
             }
@@ -223,7 +243,7 @@ impl Ledger {
     }
 
     async fn reload_api_keys(&self) {
-        match self.read(db::api_keys).await {
+        match self.read(|c| c.api_keys()).await {
             Ok(keys) => *self.inner.api_keys.write().expect("key cache lock") = keys,
             Err(error) => tracing::error!(?error, "cannot reload API keys"),
         }
@@ -299,18 +319,18 @@ impl Ledger {
         promotion_id: u128,
         progress: &Progress<'_>,
     ) -> Result<BulkOutcome> {
-        let promotion = self
-            .read(move |c| db::promotion(c, promotion_id))
-            .await?
-            .ok_or(Error::NotFound {
-                what: "promotional credit",
-            })?;
+        let promotion =
+            self.read(move |c| c.promotion(promotion_id))
+                .await?
+                .ok_or(Error::NotFound {
+                    what: "promotional credit",
+                })?;
         let credit_system_id = promotion.credit_system_id;
         let mut outcome = BulkOutcome::default();
         let mut after = None;
         loop {
             let chunk = self
-                .read(move |c| db::customers_with_wallets(c, credit_system_id, after, BULK_CHUNK))
+                .read(move |c| c.customers_with_wallets(credit_system_id, after, BULK_CHUNK))
                 .await?;
             let Some(&last) = chunk.last() else {
                 return Ok(outcome);
@@ -336,7 +356,7 @@ impl Ledger {
         promotion_id: u128,
         progress: &Progress<'_>,
     ) -> Result<BulkOutcome> {
-        self.read(move |c| db::promotion(c, promotion_id))
+        self.read(move |c| c.promotion(promotion_id))
             .await?
             .ok_or(Error::NotFound {
                 what: "promotional credit",
@@ -345,9 +365,7 @@ impl Ledger {
         let mut after = None;
         loop {
             let chunk = self
-                .read(move |c| {
-                    db::customers_with_open_assignments(c, promotion_id, after, BULK_CHUNK)
-                })
+                .read(move |c| c.customers_with_open_assignments(promotion_id, after, BULK_CHUNK))
                 .await?;
             let Some(&last) = chunk.last() else {
                 return Ok(outcome);
@@ -382,7 +400,7 @@ impl Ledger {
         idempotency: &Idempotency,
     ) -> Result<Option<crate::records::StoredResponse>> {
         let key = idempotency.key.clone();
-        match self.read(move |c| db::idempotency(c, &key)).await? {
+        match self.read(move |c| c.idempotency(&key)).await? {
             None => Ok(None),
             Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
                 Ok(Some(stored))
@@ -390,6 +408,45 @@ impl Ledger {
             Some(_) => Err(Error::idempotency_key_reused()),
         }
     }
+}
+
+fn open_embedded(
+    data_dir: &Path,
+) -> std::result::Result<(Box<dyn Store>, crate::engine::Connect, Readers), String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let path = database_path(data_dir);
+    let connection =
+        store::sqlite::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let manager = SqliteConnectionManager::file(&path).with_init(|c| {
+        c.busy_timeout(Duration::from_secs(5))?;
+        c.pragma_update(None, "query_only", true)
+    });
+    let readers = r2d2::Pool::builder()
+        .max_size(READERS_MAX)
+        .min_idle(Some(1))
+        .build(manager)
+        .map_err(|e| e.to_string())?;
+    let connect: crate::engine::Connect = Box::new(move || {
+        let connection = store::sqlite::open(&path)?;
+        Ok(Box::new(connection) as Box<dyn Store>)
+    });
+    Ok((Box::new(connection), connect, Readers::Embedded(readers)))
+}
+
+fn open_postgres(
+    url: &str,
+    readers: u32,
+) -> std::result::Result<(Box<dyn Store>, crate::engine::Connect, Readers), String> {
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot open the PostgreSQL database: {e}");
+    let pool = store::postgres::open_pool(url, readers).map_err(|e| cannot(&e))?;
+    let config = store::postgres::parse_url(url).map_err(|e| cannot(&e))?;
+    let client = store::postgres::connect(&config).map_err(|e| cannot(&e))?;
+    let connect: crate::engine::Connect = Box::new(move || {
+        let client = store::postgres::connect(&config)?;
+        Ok(Box::new(client) as Box<dyn Store>)
+    });
+    Ok((Box::new(client), connect, Readers::Postgres(pool)))
 }
 
 pub fn database_path(data_dir: &Path) -> PathBuf {

@@ -405,7 +405,10 @@ fn wallets_load_update_and_come_due() {
     assert_eq!(loaded_info, info);
     assert_eq!(loaded, Wallet::new(amount(500)));
     assert_eq!(pg::load_wallet(&mut c, id(99)).unwrap(), None);
-    assert_eq!(pg::wallet_version(&mut c, info.id).unwrap(), Some(0));
+    assert_eq!(
+        pg::lock_wallets(&mut c, &[info.id]).unwrap(),
+        vec![(info.id, 0)]
+    );
 
     // Live grants and active holds load; final grants and finished holds do not.
     let live_b = grant(11, Purpose::Paid, 700, GrantStatus::Active);
@@ -467,7 +470,10 @@ fn wallets_load_update_and_come_due() {
     pg::update_wallet_state(&mut c, info.id, &wallet).unwrap();
     let (_, loaded) = pg::load_wallet(&mut c, info.id).unwrap().unwrap();
     assert_eq!(loaded, wallet);
-    assert_eq!(pg::wallet_version(&mut c, info.id).unwrap(), Some(1));
+    assert_eq!(
+        pg::lock_wallets(&mut c, &[info.id]).unwrap(),
+        vec![(info.id, 1)]
+    );
 
     // The next event is the hold's expiry, before the grants' month renewal.
     let next = wallet.next_event_at().unwrap();

@@ -6,7 +6,6 @@ use crate::engine::Request;
 use crate::ids::{self, Kind};
 use crate::ledger::Ledger;
 use crate::records::CreditSystem;
-use crate::store::sqlite as db;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -65,7 +64,7 @@ struct Page {
 /// Every credit system, newest first (the console lists up to 100).
 pub async fn all(ledger: &Ledger) -> Result<Vec<CreditSystem>, crate::error::Error> {
     Ok(ledger
-        .read(|c| db::list_credit_systems(c, 100, None))
+        .read(|c| c.list_credit_systems(100, None))
         .await?
         .items)
 }

@@ -234,7 +234,7 @@ async fn list_page(
         .and_then(|id| ids::parse(Kind::Customer, id));
     let search = optional(&q);
     let page = ledger
-        .read(move |c| db::list_customers(c, search.as_deref(), CUSTOMERS_PER_PAGE, after))
+        .read(move |c| c.list_customers(search.as_deref(), CUSTOMERS_PER_PAGE, after))
         .await
         .map_err(unavailable)?;
     let next = match (page.has_more, page.items.last()) {
@@ -734,18 +734,18 @@ async fn wallet_reads(
         .read(move |c| {
             let mut records = HashMap::new();
             for id in &live {
-                if let Some(record) = db::grant(c, *id)? {
+                if let Some(record) = c.grant(*id)? {
                     records.insert(*id, record);
                 }
             }
-            let past: Vec<GrantRecord> =
-                db::list_grants(c, wallet_id, None, PAST_GRANTS * 2, None)?
-                    .items
-                    .into_iter()
-                    .filter(|r| !records.contains_key(&r.grant.id.0))
-                    .take(PAST_GRANTS)
-                    .collect();
-            let entries = db::list_entries(c, wallet_id, false, ENTRIES_PER_PAGE, entries_after)?;
+            let past: Vec<GrantRecord> = c
+                .list_grants(wallet_id, None, PAST_GRANTS * 2, None)?
+                .items
+                .into_iter()
+                .filter(|r| !records.contains_key(&r.grant.id.0))
+                .take(PAST_GRANTS)
+                .collect();
+            let entries = c.list_entries(wallet_id, false, ENTRIES_PER_PAGE, entries_after)?;
             let mut purposes: HashMap<u128, Purpose> = records
                 .values()
                 .chain(&past)
@@ -754,21 +754,21 @@ async fn wallet_reads(
             for entry in &entries.items {
                 if let Some(grant_id) = entry.grant_id
                     && !purposes.contains_key(&grant_id)
-                    && let Some(record) = db::grant(c, grant_id)?
+                    && let Some(record) = c.grant(grant_id)?
                 {
                     purposes.insert(grant_id, record.grant.terms.purpose);
                 }
             }
-            let chart = db::entries_with_purpose(c, wallet_id, CHART_ENTRIES)?;
+            let chart = c.entries_with_purpose(wallet_id, CHART_ENTRIES)?;
             let debit = match debit {
-                Some(id) => db::debit(c, id)?.filter(|d| d.wallet_id == wallet_id),
+                Some(id) => c.debit(id)?.filter(|d| d.wallet_id == wallet_id),
                 None => None,
             };
             if let Some(debit) = &debit {
                 for allocation in &debit.allocations {
                     if let Some(grant) = allocation.grant
                         && !purposes.contains_key(&grant.0)
-                        && let Some(record) = db::grant(c, grant.0)?
+                        && let Some(record) = c.grant(grant.0)?
                     {
                         purposes.insert(grant.0, record.grant.terms.purpose);
                     }
@@ -925,14 +925,14 @@ async fn customer_page(
     forms: Forms,
 ) -> Result<CustomerPage, Response> {
     let Some(customer) = ledger
-        .read(move |c| db::customer(c, customer_id))
+        .read(move |c| c.customer(customer_id))
         .await
         .map_err(unavailable)?
     else {
         return Err(not_found(operator));
     };
     let mut infos = ledger
-        .read(move |c| db::list_wallets(c, Some(customer_id), None, 100, None))
+        .read(move |c| c.list_wallets(Some(customer_id), None, 100, None))
         .await
         .map_err(unavailable)?
         .items;
@@ -944,7 +944,7 @@ async fn customer_page(
             .map_err(unavailable)?;
         let system_id = info.credit_system_id;
         let Some(system) = ledger
-            .read(move |c| db::credit_system(c, system_id))
+            .read(move |c| c.credit_system(system_id))
             .await
             .map_err(unavailable)?
         else {
@@ -1099,10 +1099,11 @@ async fn wallet_owner(
 ) -> Result<Option<(u128, CreditSystem)>, crate::error::Error> {
     ledger
         .read(move |c| {
-            let Some(info) = db::wallet_info(c, wallet_id)? else {
+            let Some(info) = c.wallet_info(wallet_id)? else {
                 return Ok(None);
             };
-            Ok(db::credit_system(c, info.credit_system_id)?.map(|cs| (info.customer_id, cs)))
+            Ok(c.credit_system(info.credit_system_id)?
+                .map(|cs| (info.customer_id, cs)))
         })
         .await
 }

@@ -14,7 +14,6 @@ use crate::ids::{self, Kind};
 use crate::jobs::JobState;
 use crate::ledger::Ledger;
 use crate::records::{CreditSystem, PromotionCustomer};
-use crate::store::sqlite as db;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -495,10 +494,10 @@ async fn details_page(
             let Some(view) = crate::history::promotion_view(c, id, now)? else {
                 return Ok(None);
             };
-            let has_customers = db::promotion_has_customers(c, id)?;
+            let has_customers = c.promotion_has_customers(id)?;
             let status = Some(status.as_str()).filter(|s| !s.is_empty());
             let search = Some(search.as_str()).filter(|s| !s.is_empty());
-            let page = db::promotion_customers(c, id, status, search, now, 25, after)?;
+            let page = c.promotion_customers(id, status, search, now, 25, after)?;
             Ok(Some((view, has_customers, page)))
         })
         .await
@@ -591,7 +590,7 @@ pub async fn edit(
     };
     let form = submitted.form;
     let applied = ledger
-        .read(move |c| db::promotion(c, id))
+        .read(move |c| c.promotion(id))
         .await
         .ok()
         .flatten()
@@ -750,17 +749,17 @@ fn outcome_notice(
 /// Starts a background job over all customers and returns to the page,
 /// which follows its progress.
 async fn start_job(ledger: &Ledger, id: u128, action: &'static str, back: String) -> Response {
-    let promotion = match ledger.read(move |c| db::promotion(c, id)).await {
+    let promotion = match ledger.read(move |c| c.promotion(id)).await {
         Ok(Some(p)) => p,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such promotional credit").into_response(),
         Err(error) => return unavailable(error),
     };
     let cs = promotion.credit_system_id;
     let total = match action {
-        "grant" => ledger.read(move |c| db::count_wallets(c, cs)).await,
+        "grant" => ledger.read(move |c| c.count_wallets(cs)).await,
         _ => {
             ledger
-                .read(move |c| db::promotion_counts(c, id, Utc::now()).map(|(g, _)| g))
+                .read(move |c| c.promotion_counts(id, Utc::now()).map(|(g, _)| g))
                 .await
         }
     }
@@ -917,15 +916,16 @@ pub async fn customer_search(
     let q = query.q.trim().to_string();
     let found = ledger
         .read(move |c| {
-            let Some(promotion) = db::promotion(c, id)? else {
+            let Some(promotion) = c.promotion(id)? else {
                 return Ok(Vec::new());
             };
             let search = Some(q.as_str()).filter(|q| !q.is_empty());
-            let page = db::list_customers(c, search, 20, None)?;
+            let page = c.list_customers(search, 20, None)?;
             let mut candidates = Vec::new();
             for customer in page.items {
-                let has_wallet =
-                    db::wallet_by_owner(c, customer.id, promotion.credit_system_id)?.is_some();
+                let has_wallet = c
+                    .wallet_by_owner(customer.id, promotion.credit_system_id)?
+                    .is_some();
                 let detail = [customer.email.clone(), customer.external_id.clone()]
                     .into_iter()
                     .flatten()

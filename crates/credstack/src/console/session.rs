@@ -13,7 +13,6 @@ use super::{FieldErrors, render_with};
 use crate::engine::{Request, hash_secret};
 use crate::ledger::Ledger;
 use crate::records::{ConsoleSession, Scope};
-use crate::store::sqlite as db;
 use askama::Template;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Query};
 use axum::http::request::Parts;
@@ -68,7 +67,7 @@ impl FromRequestParts<Ledger> for Operator {
         let token_hash = hash_secret(&token);
         let now = chrono::Utc::now();
         let session = ledger
-            .read(move |c| db::session(c, &token_hash, now))
+            .read(move |c| c.session(&token_hash, now))
             .await
             .map_err(|_| {
                 (

@@ -18,12 +18,11 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{self, Generator, Kind};
 use crate::records::*;
-use crate::store::sqlite as db;
+use crate::store::{Store, StoreError, StoreResult};
 use credstack_core::{
     Amount, AmountError, Changes, DebitId, Grant, GrantId, GrantTerms, HoldId, Instant, Period,
     Purpose, Reference, Scale, Summary, Wallet,
 };
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -248,20 +247,25 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the writer thread on `connection`.
+    /// Starts the writer thread on `store`; `connect` opens a new
+    /// connection when that one fails.
     pub fn start(
-        connection: Connection,
+        store: Box<dyn Store>,
+        connect: Connect,
         clock: Arc<Clock>,
         ids: Arc<Generator>,
         render: Render,
     ) -> (Engine, std::thread::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(QUEUE_MAX);
         let writer = Writer {
-            connection,
+            store,
+            broken: false,
+            connect,
             clock,
             ids,
             render,
             wallets: HashMap::new(),
+            locked: HashMap::new(),
             touched: HashMap::new(),
         };
         let handle = std::thread::Builder::new()
@@ -299,24 +303,51 @@ impl Engine {
     }
 }
 
-/// A store failure inside a batch: the batch is rolled back and every
-/// caller in it hears `Unavailable`. The cause is logged where it happens.
-struct StoreFailure;
+/// A store failure inside a batch: the batch is rolled back, then run again
+/// if the failure was a conflict with another writer, or answered with
+/// `Unavailable` otherwise. The cause is logged where it happens.
+struct StoreFailure {
+    retryable: bool,
+}
 
-impl From<rusqlite::Error> for StoreFailure {
-    fn from(error: rusqlite::Error) -> StoreFailure {
-        tracing::error!(%error, "store error in the writer");
-        StoreFailure
+impl From<StoreError> for StoreFailure {
+    fn from(error: StoreError) -> StoreFailure {
+        StoreFailure {
+            retryable: matches!(Error::from(error), Error::Contended),
+        }
     }
 }
 
+/// How many times a batch runs before its callers hear `Unavailable`
+/// because it kept conflicting with other writers.
+const BATCH_ATTEMPTS_MAX: u32 = 8;
+
+/// Opens a new connection for the writer, after the last one failed.
+pub type Connect = Box<dyn Fn() -> StoreResult<Box<dyn Store>> + Send>;
+
+/// A wallet as the writer keeps it: the state and the `version` it has in
+/// the store once the batch in flight commits.
+struct Cached {
+    info: WalletInfo,
+    wallet: Wallet,
+    version: i64,
+}
+
 struct Writer {
-    connection: Connection,
+    store: Box<dyn Store>,
+    /// Set when the connection failed: the next batch connects again first.
+    broken: bool,
+    connect: Connect,
     clock: Arc<Clock>,
     ids: Arc<Generator>,
     render: Render,
-    /// Every wallet the writer has touched: committed state plus the batch in flight.
-    wallets: HashMap<u128, (WalletInfo, Wallet)>,
+    /// Wallets the writer has touched: committed state plus the batch in
+    /// flight. An entry is trusted only once its row is locked in the
+    /// batch's transaction and its version matches (see `lock`).
+    wallets: HashMap<u128, Cached>,
+    /// Wallets locked in the transaction in flight, with the version the
+    /// store had when the lock was taken.
+    locked: HashMap<u128, i64>,
     /// Wallets changed in the batch in flight, with their grants as they were before it.
     touched: HashMap<u128, Vec<Grant>>,
 }
@@ -341,32 +372,93 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: &[Envelope]) -> Vec<Reply> {
-        let outcome = (|| -> std::result::Result<Vec<Reply>, StoreFailure> {
-            self.connection.execute_batch("BEGIN IMMEDIATE")?;
-            let mut replies = Vec::with_capacity(batch.len());
-            for envelope in batch {
-                let reply =
-                    self.apply_with_idempotency(&envelope.request, envelope.idempotency.as_ref())?;
-                replies.push(reply);
-            }
-            self.flush()?;
-            self.connection.execute_batch("COMMIT")?;
-            self.bound_cache();
-            Ok(replies)
-        })();
-        match outcome {
-            Ok(replies) => replies,
-            Err(StoreFailure) => {
-                tracing::error!("batch failed; rolled back, nothing acknowledged");
-                let _ = self.connection.execute_batch("ROLLBACK");
-                self.wallets.clear();
-                self.touched.clear();
-                batch
-                    .iter()
-                    .map(|_| Reply::Fresh(Err(Error::Unavailable)))
-                    .collect()
+        for attempt in 1..=BATCH_ATTEMPTS_MAX {
+            match self.try_batch(batch) {
+                Ok(replies) => return replies,
+                Err(failure) => {
+                    self.forget_batch();
+                    if failure.retryable && attempt < BATCH_ATTEMPTS_MAX {
+                        tracing::debug!(
+                            attempt,
+                            "batch conflicted with another writer; running it again"
+                        );
+                        continue;
+                    }
+                    tracing::error!("batch failed; rolled back, nothing acknowledged");
+                    if !failure.retryable {
+                        self.broken = true;
+                    }
+                    break;
+                }
             }
         }
+        batch
+            .iter()
+            .map(|_| Reply::Fresh(Err(Error::Unavailable)))
+            .collect()
+    }
+
+    fn try_batch(&mut self, batch: &[Envelope]) -> std::result::Result<Vec<Reply>, StoreFailure> {
+        if self.broken {
+            self.store = (self.connect)()?;
+            self.broken = false;
+            tracing::info!("the writer connected to the store again");
+        }
+        self.store.begin()?;
+        // Lock every wallet the batch names in one statement; wallets found
+        // only while applying (a hold's, a campaign's) are locked then.
+        let mut named = Vec::new();
+        for envelope in batch {
+            named_wallets(&envelope.request, &mut named);
+        }
+        self.lock(&named)?;
+        let mut replies = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            let reply =
+                self.apply_with_idempotency(&envelope.request, envelope.idempotency.as_ref())?;
+            replies.push(reply);
+        }
+        self.flush()?;
+        self.store.commit()?;
+        self.locked.clear();
+        self.bound_cache();
+        Ok(replies)
+    }
+
+    /// Rolls back the transaction in flight and drops every in-memory state
+    /// it may have changed; they reload from the store when next touched.
+    fn forget_batch(&mut self) {
+        if let Err(error) = self.store.rollback() {
+            tracing::warn!(%error, "rollback failed; reconnecting");
+            self.broken = true;
+        }
+        for (wallet_id, _) in self.touched.drain() {
+            self.wallets.remove(&wallet_id);
+        }
+        self.locked.clear();
+    }
+
+    /// Locks these wallets in the transaction in flight (those not locked
+    /// yet) and drops any in-memory state another process has moved past:
+    /// after this, a cached wallet equals the committed row it locked.
+    fn lock(&mut self, ids: &[u128]) -> StoreResult<()> {
+        let mut wanted: Vec<u128> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.locked.contains_key(id))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        for (id, version) in self.store.lock_wallets(&wanted)? {
+            if self.wallets.get(&id).is_some_and(|c| c.version != version) {
+                self.wallets.remove(&id);
+            }
+            self.locked.insert(id, version);
+        }
+        Ok(())
     }
 
     /// Keeps the in-memory wallet states within [`WALLET_CACHE_MAX`]. Runs
@@ -383,17 +475,23 @@ impl Writer {
         });
     }
 
-    /// Writes each touched wallet's balances and every grant that changed.
+    /// Writes each touched wallet's balances (adding one to its version)
+    /// and every grant that changed.
     fn flush(&mut self) -> std::result::Result<(), StoreFailure> {
-        for (wallet_id, before) in self.touched.drain() {
-            let (_, wallet) = &self.wallets[&wallet_id];
-            db::update_wallet_state(&self.connection, wallet_id, wallet)?;
-            for grant in &wallet.grants {
+        for (wallet_id, before) in &self.touched {
+            let cached = self
+                .wallets
+                .get_mut(wallet_id)
+                .expect("touched wallets are cached");
+            self.store.update_wallet_state(*wallet_id, &cached.wallet)?;
+            cached.version += 1;
+            for grant in &cached.wallet.grants {
                 if before.iter().find(|b| b.id == grant.id) != Some(grant) {
-                    db::update_grant_state(&self.connection, grant)?;
+                    self.store.update_grant_state(grant)?;
                 }
             }
         }
+        self.touched.clear();
         Ok(())
     }
 
@@ -411,8 +509,10 @@ impl Writer {
             return Ok(reply);
         }
         let result = self.apply(request);
-        if matches!(result, Err(Error::Unavailable)) {
-            return Err(StoreFailure);
+        match result {
+            Err(Error::Unavailable) => return Err(StoreFailure { retryable: false }),
+            Err(Error::Contended) => return Err(StoreFailure { retryable: true }),
+            _ => {}
         }
         if let Some(idempotency) = idempotency {
             self.remember(idempotency, &result)?;
@@ -420,8 +520,8 @@ impl Writer {
         Ok(Reply::Fresh(result))
     }
 
-    fn replay(&mut self, idempotency: &Idempotency) -> rusqlite::Result<Option<Reply>> {
-        Ok(match db::idempotency(&self.connection, &idempotency.key)? {
+    fn replay(&mut self, idempotency: &Idempotency) -> StoreResult<Option<Reply>> {
+        Ok(match self.store.idempotency(&idempotency.key)? {
             None => None,
             Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
                 Some(Reply::Replayed(stored))
@@ -431,11 +531,7 @@ impl Writer {
     }
 
     /// Keeps the rendered response for replays.
-    fn remember(
-        &mut self,
-        idempotency: &Idempotency,
-        result: &Result<Outcome>,
-    ) -> rusqlite::Result<()> {
+    fn remember(&mut self, idempotency: &Idempotency, result: &Result<Outcome>) -> StoreResult<()> {
         // A key's secret is shown once and never stored, not even for replays.
         let response = match result {
             Ok(Outcome::ApiKey { key, .. }) => (self.render)(&Ok(Outcome::ApiKey {
@@ -444,8 +540,7 @@ impl Writer {
             })),
             _ => (self.render)(result),
         };
-        db::insert_idempotency(
-            &self.connection,
+        self.store.insert_idempotency(
             &idempotency.key,
             &idempotency.fingerprint,
             &response,
@@ -464,7 +559,7 @@ impl Writer {
                 scale,
             } => self.create_credit_system(key, name, unit, *scale, now),
             Request::UpdateCreditSystem { id, name, active } => {
-                let mut cs = db::credit_system(&self.connection, *id)?.ok_or(Error::NotFound {
+                let mut cs = self.store.credit_system(*id)?.ok_or(Error::NotFound {
                     what: "credit system",
                 })?;
                 if let Some(name) = name {
@@ -473,7 +568,7 @@ impl Writer {
                 if let Some(active) = active {
                     cs.active = *active;
                 }
-                db::upsert_credit_system(&self.connection, &cs)?;
+                self.store.upsert_credit_system(&cs)?;
                 Ok(Outcome::CreditSystem(cs))
             }
             Request::CreateCustomer {
@@ -500,7 +595,9 @@ impl Writer {
                 external_id,
                 metadata,
             } => {
-                let mut customer = db::customer(&self.connection, *id)?
+                let mut customer = self
+                    .store
+                    .customer(*id)?
                     .ok_or(Error::NotFound { what: "customer" })?;
                 if let Some(name) = name {
                     customer.name = checked_text("name", name, TEXT_SHORT_MAX)?;
@@ -546,10 +643,12 @@ impl Writer {
             }
             Request::AddGrant(new) => self.add_grant(new, now),
             Request::VoidGrant { id } => {
-                let record =
-                    db::grant(&self.connection, *id)?.ok_or(Error::NotFound { what: "grant" })?;
+                let record = self
+                    .store
+                    .grant(*id)?
+                    .ok_or(Error::NotFound { what: "grant" })?;
                 self.void(record.wallet_id, *id, now)?;
-                let record = db::grant(&self.connection, *id)?.expect("grant exists");
+                let record = self.store.grant(*id)?.expect("grant exists");
                 let grant = self
                     .current_grant(record.wallet_id, GrantId(*id))
                     .unwrap_or(record.grant.clone());
@@ -564,7 +663,10 @@ impl Writer {
                             &Request::Debit(item.debit.clone()),
                             Some(&item.idempotency),
                         )
-                        .map_err(|StoreFailure| Error::Unavailable)?;
+                        .map_err(|failure| match failure.retryable {
+                            true => Error::Contended,
+                            false => Error::Unavailable,
+                        })?;
                     replies.push(reply);
                 }
                 Ok(Outcome::DebitBatch(replies))
@@ -576,14 +678,16 @@ impl Writer {
             } => self.place_hold(*wallet_id, amount, *expires_in_seconds, now),
             Request::CaptureHold { id, amount } => self.capture(*id, amount, now),
             Request::ReleaseHold { id } => {
-                let hold =
-                    db::hold(&self.connection, *id)?.ok_or(Error::NotFound { what: "hold" })?;
+                let hold = self
+                    .store
+                    .hold(*id)?
+                    .ok_or(Error::NotFound { what: "hold" })?;
                 self.with_wallet(hold.wallet_id, now, |_, wallet, changes| {
                     wallet
                         .release(HoldId(*id), now, changes)
                         .map_err(|r| Error::from_rejection(r, "amount"))
                 })?;
-                let hold = db::hold(&self.connection, *id)?.expect("hold exists");
+                let hold = self.store.hold(*id)?.expect("hold exists");
                 Ok(Outcome::Hold(hold))
             }
             Request::Materialise { wallet_ids } => {
@@ -607,14 +711,14 @@ impl Writer {
                     secret_hash: hash_secret(secret),
                     created_at: now,
                 };
-                db::insert_api_key(&self.connection, &key)?;
+                self.store.insert_api_key(&key)?;
                 Ok(Outcome::ApiKey {
                     key,
                     secret: Some(secret.clone()),
                 })
             }
             Request::DeleteApiKey { id } => {
-                if !db::delete_api_key(&self.connection, *id)? {
+                if !self.store.delete_api_key(*id)? {
                     return Err(Error::NotFound { what: "API key" });
                 }
                 Ok(Outcome::Deleted {
@@ -634,16 +738,16 @@ impl Writer {
             Request::Remember { response } => Ok(Outcome::Rendered(response.clone())),
             Request::PurgeExpired => {
                 let before = now - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
-                db::purge_idempotency(&self.connection, before)?;
-                db::purge_sessions(&self.connection, chrono::Utc::now())?;
+                self.store.purge_idempotency(before)?;
+                self.store.purge_sessions(chrono::Utc::now())?;
                 Ok(Outcome::Done)
             }
             Request::CreateSession(session) => {
-                db::insert_session(&self.connection, session)?;
+                self.store.insert_session(session)?;
                 Ok(Outcome::Done)
             }
             Request::DeleteSession { token_hash } => {
-                db::delete_session(&self.connection, token_hash)?;
+                self.store.delete_session(token_hash)?;
                 Ok(Outcome::Done)
             }
         }
@@ -670,7 +774,7 @@ impl Writer {
         }
         let scale =
             Scale::new(scale).ok_or_else(|| Error::invalid("scale", "must be between 0 and 6"))?;
-        if db::credit_system_by_key(&self.connection, key)?.is_some() {
+        if self.store.credit_system_by_key(key)?.is_some() {
             return Err(Error::Conflict {
                 code: "credit_system_key_taken",
                 message: format!("a credit system with key {key:?} already exists"),
@@ -686,13 +790,13 @@ impl Writer {
             active: true,
             created_at: now,
         };
-        db::upsert_credit_system(&self.connection, &cs)?;
+        self.store.upsert_credit_system(&cs)?;
         Ok(Outcome::CreditSystem(cs))
     }
 
     fn save_customer(&mut self, customer: &Customer) -> Result<()> {
         if let Some(external_id) = &customer.external_id
-            && let Some(other) = db::customer_by_external_id(&self.connection, external_id)?
+            && let Some(other) = self.store.customer_by_external_id(external_id)?
             && other.id != customer.id
         {
             return Err(Error::Conflict {
@@ -701,7 +805,7 @@ impl Writer {
                 param: Some("external_id".into()),
             });
         }
-        db::upsert_customer(&self.connection, customer)?;
+        self.store.upsert_customer(customer)?;
         Ok(())
     }
 
@@ -712,10 +816,12 @@ impl Writer {
         overdraft_limit: Option<&str>,
         now: Instant,
     ) -> Result<Outcome> {
-        if db::customer(&self.connection, customer_id)?.is_none() {
+        if self.store.customer(customer_id)?.is_none() {
             return Err(Error::invalid("customer_id", "no such customer"));
         }
-        let cs = db::credit_system(&self.connection, credit_system_id)?
+        let cs = self
+            .store
+            .credit_system(credit_system_id)?
             .ok_or_else(|| Error::invalid("credit_system_id", "no such credit system"))?;
         if !cs.active {
             return Err(Error::Conflict {
@@ -724,7 +830,11 @@ impl Writer {
                 param: Some("credit_system_id".into()),
             });
         }
-        if db::wallet_by_owner(&self.connection, customer_id, credit_system_id)?.is_some() {
+        if self
+            .store
+            .wallet_by_owner(customer_id, credit_system_id)?
+            .is_some()
+        {
             return Err(Error::Conflict {
                 code: "wallet_exists",
                 message: "this customer already has a wallet in this credit system".into(),
@@ -748,8 +858,15 @@ impl Writer {
             created_at: now,
         };
         let wallet = Wallet::new(limit);
-        db::insert_wallet(&self.connection, &info, &wallet)?;
-        self.wallets.insert(info.id, (info.clone(), wallet));
+        self.store.insert_wallet(&info, &wallet)?;
+        // The insert holds the new row's lock until the commit.
+        self.locked.insert(info.id, 0);
+        let cached = Cached {
+            info: info.clone(),
+            wallet,
+            version: 0,
+        };
+        self.wallets.insert(info.id, cached);
         self.wallet_view(info.id, now)
     }
 
@@ -789,7 +906,7 @@ impl Writer {
             })
         })?;
         // The entries written above reference the grant; insert its row in the same commit.
-        db::insert_grant(&self.connection, &record)?;
+        self.store.insert_grant(&record)?;
         Ok(Outcome::Grant(Box::new(record)))
     }
 
@@ -815,7 +932,7 @@ impl Writer {
                 created_at: now,
             })
         })?;
-        db::insert_debit(&self.connection, &record)?;
+        self.store.insert_debit(&record)?;
         Ok(Outcome::Debit(record))
     }
 
@@ -854,12 +971,15 @@ impl Writer {
                 created_at: now,
             })
         })?;
-        db::insert_hold(&self.connection, &record)?;
+        self.store.insert_hold(&record)?;
         Ok(Outcome::Hold(record))
     }
 
     fn capture(&mut self, hold_id: u128, amount: &str, now: Instant) -> Result<Outcome> {
-        let hold = db::hold(&self.connection, hold_id)?.ok_or(Error::NotFound { what: "hold" })?;
+        let hold = self
+            .store
+            .hold(hold_id)?
+            .ok_or(Error::NotFound { what: "hold" })?;
         let debit_id = self.ids.next();
         let debit = self.with_wallet(hold.wallet_id, now, |info, wallet, changes| {
             let amount = parse_amount("amount", amount, info.scale, Amount::parse_positive)?;
@@ -879,15 +999,10 @@ impl Writer {
                 created_at: now,
             })
         })?;
-        db::insert_debit(&self.connection, &debit)?;
-        db::finish_hold(
-            &self.connection,
-            hold_id,
-            HoldStatus::Captured,
-            Some(debit_id),
-            now,
-        )?;
-        let hold = db::hold(&self.connection, hold_id)?.expect("hold exists");
+        self.store.insert_debit(&debit)?;
+        self.store
+            .finish_hold(hold_id, HoldStatus::Captured, Some(debit_id), now)?;
+        let hold = self.store.hold(hold_id)?.expect("hold exists");
         Ok(Outcome::Hold(hold))
     }
 
@@ -911,8 +1026,10 @@ impl Writer {
     /// Voids a grant that has left the working set (an active grant with
     /// nothing left and nothing to renew): nothing to forfeit, so no entry.
     fn void_finished_grant(&mut self, id: u128, now: Instant) -> Result<()> {
-        let mut record =
-            db::grant(&self.connection, id)?.ok_or(Error::NotFound { what: "grant" })?;
+        let mut record = self
+            .store
+            .grant(id)?
+            .ok_or(Error::NotFound { what: "grant" })?;
         if record.grant.is_ended() {
             return Err(Error::from_rejection(
                 credstack_core::Rejection::GrantAlreadyEnded,
@@ -921,17 +1038,21 @@ impl Writer {
         }
         record.grant.status = credstack_core::GrantStatus::Voided;
         record.grant.ended_at = Some(now);
-        db::update_grant_state(&self.connection, &record.grant)?;
+        self.store.update_grant_state(&record.grant)?;
         Ok(())
     }
 
     fn current_grant(&self, wallet_id: u128, grant_id: GrantId) -> Option<Grant> {
-        self.wallets.get(&wallet_id)?.1.grant(grant_id).cloned()
+        self.wallets
+            .get(&wallet_id)?
+            .wallet
+            .grant(grant_id)
+            .cloned()
     }
 
     fn wallet_view(&mut self, wallet_id: u128, now: Instant) -> Result<Outcome> {
         self.with_wallet(wallet_id, now, |_, _, _| Ok(()))?;
-        let (info, wallet) = &self.wallets[&wallet_id];
+        let Cached { info, wallet, .. } = &self.wallets[&wallet_id];
         Ok(Outcome::Wallet(Box::new(WalletView {
             info: info.clone(),
             summary: wallet.summary(),
@@ -949,12 +1070,23 @@ impl Writer {
         now: Instant,
         change: impl FnOnce(&WalletInfo, &mut Wallet, &mut Changes) -> Result<T>,
     ) -> Result<T> {
+        self.lock(&[wallet_id])?;
+        let Some(&version) = self.locked.get(&wallet_id) else {
+            return Err(Error::NotFound { what: "wallet" });
+        };
         if !self.wallets.contains_key(&wallet_id) {
-            let loaded = db::load_wallet(&self.connection, wallet_id)?
+            let (info, wallet) = self
+                .store
+                .load_wallet(wallet_id)?
                 .ok_or(Error::NotFound { what: "wallet" })?;
-            self.wallets.insert(wallet_id, loaded);
+            let cached = Cached {
+                info,
+                wallet,
+                version,
+            };
+            self.wallets.insert(wallet_id, cached);
         }
-        let (info, wallet) = self.wallets.get_mut(&wallet_id).expect("loaded above");
+        let Cached { info, wallet, .. } = self.wallets.get_mut(&wallet_id).expect("loaded above");
         self.touched
             .entry(wallet_id)
             .or_insert_with(|| wallet.grants.clone());
@@ -984,18 +1116,32 @@ impl Writer {
                     Reference::Hold(id) => ids::format(Kind::Hold, id.0),
                 },
             };
-            db::insert_entry(&self.connection, &record)?;
+            self.store.insert_entry(&record)?;
         }
         for grant in &changes.finished_grants {
-            db::update_grant_state(&self.connection, grant)?;
+            self.store.update_grant_state(grant)?;
         }
         for (hold, end, at) in &changes.finished_holds {
             // Captures record their debit themselves.
             if *end != credstack_core::HoldEnd::Captured {
-                db::finish_hold(&self.connection, hold.id.0, (*end).into(), None, *at)?;
+                self.store
+                    .finish_hold(hold.id.0, (*end).into(), None, *at)?;
             }
         }
         Ok(())
+    }
+}
+
+/// The wallets a request names directly, to lock before the batch runs.
+fn named_wallets(request: &Request, out: &mut Vec<u128>) {
+    match request {
+        Request::UpdateWallet { id, .. } => out.push(*id),
+        Request::AddGrant(new) => out.push(new.wallet_id),
+        Request::Debit(new) => out.push(new.wallet_id),
+        Request::DebitBatch(items) => out.extend(items.iter().map(|item| item.debit.wallet_id)),
+        Request::PlaceHold { wallet_id, .. } => out.push(*wallet_id),
+        Request::Materialise { wallet_ids } => out.extend(wallet_ids),
+        _ => {}
     }
 }
 

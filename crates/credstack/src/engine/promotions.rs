@@ -7,7 +7,6 @@ use super::{Outcome, TEXT_SHORT_MAX, Writer, checked_opt_text, checked_text, par
 use crate::error::{Error, Result};
 use crate::ids::Kind;
 use crate::records::*;
-use crate::store::sqlite as db;
 use credstack_core::promotion::{Edit, Policy, Skip, Status, locked_field};
 use credstack_core::{Amount, GrantId, Instant, Interval, Period};
 
@@ -68,14 +67,13 @@ pub struct PromotionRevoke {
 
 impl Writer {
     fn promotion(&mut self, id: u128) -> Result<PromotionalCredit> {
-        db::promotion(&self.connection, id)?.ok_or(Error::NotFound {
+        self.store.promotion(id)?.ok_or(Error::NotFound {
             what: "promotional credit",
         })
     }
 
     fn promotion_view(&mut self, promotion: PromotionalCredit, now: Instant) -> Result<Outcome> {
-        let (granted_count, revoked_count) =
-            db::promotion_counts(&self.connection, promotion.id, now)?;
+        let (granted_count, revoked_count) = self.store.promotion_counts(promotion.id, now)?;
         Ok(Outcome::Promotion(Box::new(PromotionView {
             promotion,
             granted_count,
@@ -86,7 +84,9 @@ impl Writer {
 
     /// The active credit system a campaign funds (rule 19).
     fn active_credit_system(&mut self, id: u128) -> Result<CreditSystem> {
-        let cs = db::credit_system(&self.connection, id)?
+        let cs = self
+            .store
+            .credit_system(id)?
             .ok_or_else(|| Error::invalid("credit_system_id", "no such credit system"))?;
         if !cs.active {
             return Err(Error::Conflict {
@@ -121,7 +121,7 @@ impl Writer {
             created_at: now,
         };
         check_window(&promotion, now, true)?;
-        db::upsert_promotion(&self.connection, &promotion)?;
+        self.store.upsert_promotion(&promotion)?;
         self.promotion_view(promotion, now)
     }
 
@@ -212,7 +212,7 @@ impl Writer {
             promotion.starts_at = starts_at;
         }
         check_window(&promotion, now, starts_at_changed)?;
-        db::upsert_promotion(&self.connection, &promotion)?;
+        self.store.upsert_promotion(&promotion)?;
         self.promotion_view(promotion, now)
     }
 
@@ -225,7 +225,7 @@ impl Writer {
                 "a promotional credit that has been granted cannot be deleted; end it with ends_at",
             ));
         }
-        db::delete_promotion(&self.connection, id)?;
+        self.store.delete_promotion(id)?;
         Ok(Outcome::Deleted {
             kind: Kind::PromotionalCredit,
             id,
@@ -256,7 +256,7 @@ impl Writer {
         }
         if !outcome.granted.is_empty() && !promotion.applied {
             promotion.applied = true;
-            db::upsert_promotion(&self.connection, &promotion)?;
+            self.store.upsert_promotion(&promotion)?;
         }
         Ok(Outcome::PromotionGrant(outcome))
     }
@@ -267,13 +267,16 @@ impl Writer {
         customer_id: u128,
         now: Instant,
     ) -> Result<std::result::Result<Assignment, Skip>> {
-        if db::customer(&self.connection, customer_id)?.is_none() {
+        if self.store.customer(customer_id)?.is_none() {
             return Ok(Err(Skip::CustomerNotFound));
         }
-        let wallet =
-            db::wallet_by_owner(&self.connection, customer_id, promotion.credit_system_id)?;
-        let active =
-            db::active_assignments(&self.connection, promotion.id, customer_id, now)?.len();
+        let wallet = self
+            .store
+            .wallet_by_owner(customer_id, promotion.credit_system_id)?;
+        let active = self
+            .store
+            .active_assignments(promotion.id, customer_id, now)?
+            .len();
         if let Err(skip) = promotion.policy.may_grant(wallet.is_some(), active) {
             return Ok(Err(skip));
         }
@@ -317,8 +320,8 @@ impl Writer {
             },
             created_at: now,
         };
-        db::insert_grant(&self.connection, &record)?;
-        db::upsert_assignment(&self.connection, &assignment)?;
+        self.store.insert_grant(&record)?;
+        self.store.upsert_assignment(&assignment)?;
         Ok(Ok(assignment))
     }
 
@@ -334,18 +337,20 @@ impl Writer {
         let promotion = self.promotion(id)?;
         let mut outcome = PromotionRevoke::default();
         for &customer_id in customer_ids {
-            if db::customer(&self.connection, customer_id)?.is_none() {
+            if self.store.customer(customer_id)?.is_none() {
                 outcome.skipped.push((customer_id, Skip::CustomerNotFound));
                 continue;
             }
-            let active = db::active_assignments(&self.connection, promotion.id, customer_id, now)?;
+            let active = self
+                .store
+                .active_assignments(promotion.id, customer_id, now)?;
             if active.is_empty() {
                 outcome.skipped.push((customer_id, Skip::NotGranted));
                 continue;
             }
             for mut assignment in active {
                 assignment.revoked_at = Some(now);
-                db::upsert_assignment(&self.connection, &assignment)?;
+                self.store.upsert_assignment(&assignment)?;
                 match self.void(assignment.wallet_id, assignment.grant_id, now) {
                     // An operator may have voided the grant already; the
                     // assignment ends all the same.

@@ -80,7 +80,7 @@ impl From<Error> for ApiError {
                 param,
                 ..ApiError::new(StatusCode::CONFLICT, code, message)
             },
-            Error::Unavailable => ApiError::new(
+            Error::Unavailable | Error::Contended => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
                 "the ledger store is unavailable; nothing was changed, retry with the same Idempotency-Key",

@@ -11,7 +11,6 @@ use crate::engine::{
 };
 use crate::ids::Kind;
 use crate::ledger::{BulkOutcome, Ledger};
-use crate::store::sqlite as db;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderValue;
@@ -353,11 +352,10 @@ pub async fn list_promotion_customers(
     let now = ledger.now();
     let page = ledger
         .read(move |c| {
-            if db::promotion(c, id)?.is_none() {
+            if c.promotion(id)?.is_none() {
                 return Ok(None);
             }
-            let page = db::promotion_customers(
-                c,
+            let page = c.promotion_customers(
                 id,
                 status.as_deref(),
                 q.as_deref(),

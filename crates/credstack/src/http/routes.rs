@@ -12,7 +12,6 @@ use crate::history;
 use crate::ids::Kind;
 use crate::ledger::{Ledger, new_secret};
 use crate::records::Scope;
-use crate::store::sqlite as db;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -97,7 +96,7 @@ pub async fn create_credit_system(
 pub async fn list_credit_systems(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
     let paging = query.paging(Kind::CreditSystem)?;
     let page = ledger
-        .read(move |c| db::list_credit_systems(c, paging.limit, paging.starting_after))
+        .read(move |c| c.list_credit_systems(paging.limit, paging.starting_after))
         .await?;
     json(List::new(
         page.items.iter().map(CreditSystemWire::from).collect(),
@@ -109,7 +108,7 @@ pub async fn list_credit_systems(State(ledger): State<Ledger>, query: QueryMap) 
 pub async fn get_credit_system(State(ledger): State<Ledger>, Path(id): Path<String>) -> Answer {
     let id = path_id(Kind::CreditSystem, &id, "credit system")?;
     let cs = ledger
-        .read(move |c| db::credit_system(c, id))
+        .read(move |c| c.credit_system(id))
         .await?
         .ok_or_else(|| ApiError::not_found("credit system"))?;
     json(CreditSystemWire::from(&cs))
@@ -173,7 +172,7 @@ pub async fn list_customers(State(ledger): State<Ledger>, query: QueryMap) -> An
     let paging = query.paging(Kind::Customer)?;
     if let Some(external_id) = query.get("external_id").map(str::to_string) {
         let found = ledger
-            .read(move |c| db::customer_by_external_id(c, &external_id))
+            .read(move |c| c.customer_by_external_id(&external_id))
             .await?;
         return json(List::new(
             found.iter().map(CustomerWire::from).collect(),
@@ -182,7 +181,7 @@ pub async fn list_customers(State(ledger): State<Ledger>, query: QueryMap) -> An
     }
     let q = query.get("q").map(str::to_string).filter(|q| !q.is_empty());
     let page = ledger
-        .read(move |c| db::list_customers(c, q.as_deref(), paging.limit, paging.starting_after))
+        .read(move |c| c.list_customers(q.as_deref(), paging.limit, paging.starting_after))
         .await?;
     json(List::new(
         page.items.iter().map(CustomerWire::from).collect(),
@@ -194,7 +193,7 @@ pub async fn list_customers(State(ledger): State<Ledger>, query: QueryMap) -> An
 pub async fn get_customer(State(ledger): State<Ledger>, Path(id): Path<String>) -> Answer {
     let id = path_id(Kind::Customer, &id, "customer")?;
     let customer = ledger
-        .read(move |c| db::customer(c, id))
+        .read(move |c| c.customer(id))
         .await?
         .ok_or_else(|| ApiError::not_found("customer"))?;
     json(CustomerWire::from(&customer))
@@ -250,15 +249,7 @@ pub async fn list_wallets(State(ledger): State<Ledger>, query: QueryMap) -> Answ
     let customer = query.id("customer_id", Kind::Customer)?;
     let credit_system = query.id("credit_system_id", Kind::CreditSystem)?;
     let page = ledger
-        .read(move |c| {
-            db::list_wallets(
-                c,
-                customer,
-                credit_system,
-                paging.limit,
-                paging.starting_after,
-            )
-        })
+        .read(move |c| c.list_wallets(customer, credit_system, paging.limit, paging.starting_after))
         .await?;
     let mut data = Vec::with_capacity(page.items.len());
     for info in &page.items {
@@ -415,8 +406,7 @@ pub async fn list_grants(
     history::require_wallet(&ledger, wallet_id).await?;
     let page = ledger
         .read(move |c| {
-            db::list_grants(
-                c,
+            c.list_grants(
                 wallet_id,
                 status.as_deref(),
                 paging.limit,
@@ -510,7 +500,7 @@ pub async fn list_debits(
     let paging = query.paging(Kind::Debit)?;
     history::require_wallet(&ledger, wallet_id).await?;
     let page = ledger
-        .read(move |c| db::list_debits(c, wallet_id, paging.limit, paging.starting_after))
+        .read(move |c| c.list_debits(wallet_id, paging.limit, paging.starting_after))
         .await?;
     json(List::new(
         page.items.iter().map(DebitWire::from).collect(),
@@ -522,7 +512,7 @@ pub async fn list_debits(
 pub async fn get_debit(State(ledger): State<Ledger>, Path(id): Path<String>) -> Answer {
     let id = path_id(Kind::Debit, &id, "debit")?;
     let debit = ledger
-        .read(move |c| db::debit(c, id))
+        .read(move |c| c.debit(id))
         .await?
         .ok_or_else(|| ApiError::not_found("debit"))?;
     json(DebitWire::from(&debit))
@@ -608,14 +598,14 @@ pub async fn create_hold(
 pub async fn get_hold(State(ledger): State<Ledger>, Path(id): Path<String>) -> Answer {
     let id = path_id(Kind::Hold, &id, "hold")?;
     let hold = ledger
-        .read(move |c| db::hold(c, id))
+        .read(move |c| c.hold(id))
         .await?
         .ok_or_else(|| ApiError::not_found("hold"))?;
     if hold.expires_at <= ledger.now() && hold.status == crate::records::HoldStatus::Active {
         ledger.ensure_current(hold.wallet_id).await?;
     }
     let hold = ledger
-        .read(move |c| db::hold(c, id))
+        .read(move |c| c.hold(id))
         .await?
         .ok_or_else(|| ApiError::not_found("hold"))?;
     json(HoldWire::from(&hold))
@@ -686,11 +676,12 @@ pub async fn list_entries(
     let page = ledger
         .read(move |c| {
             if let Some(entry) = cursor
-                && !db::entry_in_wallet(c, wallet_id, entry)?
+                && !c.entry_in_wallet(wallet_id, entry)?
             {
                 return Ok(None);
             }
-            db::list_entries(c, wallet_id, ascending, paging.limit, cursor).map(Some)
+            c.list_entries(wallet_id, ascending, paging.limit, cursor)
+                .map(Some)
         })
         .await?
         .ok_or_else(|| {
@@ -732,7 +723,7 @@ pub async fn create_api_key(
 pub async fn list_api_keys(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
     let paging = query.paging(Kind::ApiKey)?;
     let page = ledger
-        .read(move |c| db::list_api_keys(c, paging.limit, paging.starting_after))
+        .read(move |c| c.list_api_keys(paging.limit, paging.starting_after))
         .await?;
     json(List::new(
         page.items

@@ -1,3 +1,183 @@
+//! Storage: the [`Store`] trait and its two backends.
+//!
+//! - [`sqlite`]: the embedded store, one SQLite file (the default).
+//! - [`postgres`]: one PostgreSQL database shared by several processes.
+//!
+//! Both backends implement every method with the same meaning; the
+//! conformance suites (`tests/postgres_store.rs` at this level, and every
+//! HTTP suite with `CREDSTACK_TEST_BACKEND=postgres`) hold them to it. A
+//! method runs inside whatever transaction the caller holds; the writer
+//! opens one per batch with [`Store::begin`].
+//!
+//! The trait and both implementations come from one list of signatures
+//! (`store_api!` below), each implementation delegating to the backend
+//! module's function of the same name, so a method cannot be missing or
+//! differ in shape on one backend.
+
 pub mod codec;
 pub mod postgres;
 pub mod sqlite;
+
+use crate::records::*;
+use credstack_core::{Amount, Grant, Instant, Wallet};
+pub use sqlite::PurposeLedger;
+
+/// A store failure, classified by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    /// A conflict with another transaction (deadlock, serialization
+    /// failure, a unique key taken concurrently, a lock wait timed out):
+    /// rolling back and running the same work again can succeed.
+    pub retryable: bool,
+    /// The connection is gone: drop it and connect again.
+    pub broken: bool,
+    pub message: String,
+}
+
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::{ConstraintViolation, DatabaseBusy, DatabaseLocked};
+        let code = error.sqlite_error_code();
+        StoreError {
+            retryable: matches!(
+                code,
+                Some(DatabaseBusy | DatabaseLocked | ConstraintViolation)
+            ),
+            broken: false,
+            message: format!("sqlite: {error}"),
+        }
+    }
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(error: ::postgres::Error) -> StoreError {
+        use ::postgres::error::SqlState;
+        let retryable = error.code().is_some_and(|code| {
+            [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::UNIQUE_VIOLATION,
+                SqlState::LOCK_NOT_AVAILABLE,
+            ]
+            .contains(code)
+        });
+        // No SQL state means the failure was not the server answering a
+        // statement: the connection is closed, timed out or refused. An
+        // administrator ending the session (57P01) or the server shutting
+        // down (57P02, 57P03) closes it too.
+        let broken = error.is_closed()
+            || error.code().is_none()
+            || error.code().is_some_and(|code| {
+                code.code().starts_with("57P") || code.code().starts_with("08")
+            });
+        StoreError {
+            retryable,
+            broken,
+            message: format!("postgres: {error}"),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(error: r2d2::Error) -> StoreError {
+        StoreError {
+            retryable: false,
+            broken: true,
+            message: format!("no connection: {error}"),
+        }
+    }
+}
+
+macro_rules! store_api {
+    ($( $(#[$doc:meta])* fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        /// Everything credstack reads and writes. See the backend modules
+        /// for what each method does; they document the SQL.
+        pub trait Store: Send {
+            $( $(#[$doc])* fn $name(&mut self $(, $arg: $ty)*) -> StoreResult<$ret>; )*
+        }
+
+        impl Store for rusqlite::Connection {
+            $( fn $name(&mut self $(, $arg: $ty)*) -> StoreResult<$ret> {
+                Ok(sqlite::$name(self $(, $arg)*)?)
+            } )*
+        }
+
+        impl Store for ::postgres::Client {
+            $( fn $name(&mut self $(, $arg: $ty)*) -> StoreResult<$ret> {
+                Ok(postgres::$name(self $(, $arg)*)?)
+            } )*
+        }
+    };
+}
+
+store_api! {
+    /// Starts the writer's transaction. SQLite takes the write lock now
+    /// (`BEGIN IMMEDIATE`); PostgreSQL runs at READ COMMITTED and relies on
+    /// the row locks of [`Store::lock_wallets`].
+    fn begin(&mut self) -> ();
+    fn commit(&mut self) -> ();
+    fn rollback(&mut self) -> ();
+    /// Locks these wallets' rows until the transaction ends, in id order
+    /// (so two writers locking overlapping sets cannot deadlock), and
+    /// returns each existing wallet's `version`.
+    fn lock_wallets(&mut self, ids: &[u128]) -> Vec<(u128, i64)>;
+    fn credit_system(&mut self, id: u128) -> Option<CreditSystem>;
+    fn credit_system_by_key(&mut self, key: &str) -> Option<CreditSystem>;
+    fn list_credit_systems(&mut self, limit: usize, starting_after: Option<u128>) -> Page<CreditSystem>;
+    fn upsert_credit_system(&mut self, cs: &CreditSystem) -> ();
+    fn customer(&mut self, id: u128) -> Option<Customer>;
+    fn customer_by_external_id(&mut self, external_id: &str) -> Option<Customer>;
+    fn list_customers(&mut self, query: Option<&str>, limit: usize, starting_after: Option<u128>) -> Page<Customer>;
+    fn upsert_customer(&mut self, customer: &Customer) -> ();
+    fn wallet_info(&mut self, id: u128) -> Option<WalletInfo>;
+    fn wallet_by_owner(&mut self, customer_id: u128, credit_system_id: u128) -> Option<WalletInfo>;
+    fn list_wallets(&mut self, customer_id: Option<u128>, credit_system_id: Option<u128>, limit: usize, starting_after: Option<u128>) -> Page<WalletInfo>;
+    fn load_wallet(&mut self, id: u128) -> Option<(WalletInfo, Wallet)>;
+    fn insert_wallet(&mut self, info: &WalletInfo, wallet: &Wallet) -> ();
+    /// Writes the wallet's balances and next event and adds one to its `version`.
+    fn update_wallet_state(&mut self, id: u128, wallet: &Wallet) -> ();
+    fn due_wallets(&mut self, now: Instant, limit: usize) -> Vec<u128>;
+    fn wallet_next_event_at(&mut self, id: u128) -> Option<Instant>;
+    fn grant(&mut self, id: u128) -> Option<GrantRecord>;
+    fn list_grants(&mut self, wallet_id: u128, status: Option<&str>, limit: usize, starting_after: Option<u128>) -> Page<GrantRecord>;
+    fn insert_grant(&mut self, record: &GrantRecord) -> ();
+    fn update_grant_state(&mut self, grant: &Grant) -> ();
+    fn hold(&mut self, id: u128) -> Option<HoldRecord>;
+    fn insert_hold(&mut self, hold: &HoldRecord) -> ();
+    fn finish_hold(&mut self, id: u128, status: HoldStatus, debit_id: Option<u128>, ended_at: Instant) -> ();
+    fn debit(&mut self, id: u128) -> Option<DebitRecord>;
+    fn list_debits(&mut self, wallet_id: u128, limit: usize, starting_after: Option<u128>) -> Page<DebitRecord>;
+    fn insert_debit(&mut self, debit: &DebitRecord) -> ();
+    fn insert_entry(&mut self, entry: &EntryRecord) -> ();
+    fn list_entries(&mut self, wallet_id: u128, ascending: bool, limit: usize, starting_after: Option<u128>) -> Page<EntryRecord>;
+    fn balance_at(&mut self, wallet_id: u128, at: Instant) -> Amount;
+    fn grant_remainders_at(&mut self, wallet_id: u128, at: Instant) -> Vec<(u128, Amount)>;
+    fn api_keys(&mut self) -> Vec<ApiKey>;
+    fn list_api_keys(&mut self, limit: usize, starting_after: Option<u128>) -> Page<ApiKey>;
+    fn insert_api_key(&mut self, key: &ApiKey) -> ();
+    fn delete_api_key(&mut self, id: u128) -> bool;
+    fn idempotency(&mut self, key: &str) -> Option<([u8; 32], StoredResponse)>;
+    fn insert_idempotency(&mut self, key: &str, fingerprint: &[u8; 32], response: &StoredResponse, at: Instant) -> ();
+    fn purge_idempotency(&mut self, before: Instant) -> usize;
+    fn promotion(&mut self, id: u128) -> Option<PromotionalCredit>;
+    fn list_promotions(&mut self, status: Option<credstack_core::promotion::Status>, now: Instant, limit: usize, starting_after: Option<u128>) -> Page<PromotionalCredit>;
+    fn upsert_promotion(&mut self, p: &PromotionalCredit) -> ();
+    fn delete_promotion(&mut self, id: u128) -> ();
+    fn active_assignments(&mut self, promotion_id: u128, customer_id: u128, now: Instant) -> Vec<Assignment>;
+    fn upsert_assignment(&mut self, a: &Assignment) -> ();
+    fn customers_with_wallets(&mut self, credit_system_id: u128, after: Option<u128>, limit: usize) -> Vec<u128>;
+    fn customers_with_open_assignments(&mut self, promotion_id: u128, after: Option<u128>, limit: usize) -> Vec<u128>;
+    fn promotion_counts(&mut self, promotion_id: u128, now: Instant) -> (u64, u64);
+    fn promotion_customers(&mut self, promotion_id: u128, status: Option<&str>, query: Option<&str>, now: Instant, limit: usize, starting_after: Option<u128>) -> Page<PromotionCustomer>;
+    fn insert_session(&mut self, session: &ConsoleSession) -> ();
+    fn session(&mut self, token_hash: &[u8; 32], now: Instant) -> Option<ConsoleSession>;
+    fn delete_session(&mut self, token_hash: &[u8; 32]) -> ();
+    fn purge_sessions(&mut self, expired_by: Instant) -> usize;
+    fn count_wallets(&mut self, credit_system_id: u128) -> u64;
+    fn promotion_has_customers(&mut self, promotion_id: u128) -> bool;
+    fn entries_with_purpose(&mut self, wallet_id: u128, limit: usize) -> Option<PurposeLedger>;
+    fn entry_in_wallet(&mut self, wallet_id: u128, entry_id: u128) -> bool;
+}

@@ -33,10 +33,30 @@ const MIGRATION_LOCK: i64 = 0x6372_6564_7374_6b01; // "credstk" 1
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
 /// Connects (no TLS) to `url`, configures the session and migrates.
-pub fn open(url: &str) -> Result<Client, postgres::Error> {
-    let mut client = Client::connect(url, NoTls)?;
-    configure(&mut client)?;
+pub fn open(url: &str) -> Result<Client, OpenError> {
+    let mut client = connect(&parse_url(url)?)?;
     migrate(&mut client)?;
+    Ok(client)
+}
+
+/// Parses a `postgres://` URL or key=value string. Unless the URL says
+/// otherwise, a connection attempt gives up after two seconds, so callers
+/// hear 503 promptly while the database is down.
+pub fn parse_url(url: &str) -> Result<postgres::Config, OpenError> {
+    let mut config: postgres::Config = url.parse().map_err(OpenError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(2));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("credstack");
+    }
+    Ok(config)
+}
+
+/// Opens one configured connection.
+pub fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
+    let mut client = config.connect(NoTls)?;
+    configure(&mut client)?;
     Ok(client)
 }
 
@@ -103,16 +123,58 @@ impl r2d2::CustomizeConnection<Client, postgres::Error> for Configure {
 }
 
 /// Builds a pool of at most `max_size` connections to `url` and migrates
-/// the database through one of them.
+/// the database through one of them. A caller waits at most three seconds
+/// for a connection; each is checked before it is handed out, so one the
+/// server closed (a restart) is replaced, not used.
 pub fn open_pool(url: &str, max_size: u32) -> Result<Pool, OpenError> {
-    let config: postgres::Config = url.parse().map_err(OpenError::Url)?;
-    let manager = r2d2_postgres::PostgresConnectionManager::new(config, NoTls);
+    let manager = r2d2_postgres::PostgresConnectionManager::new(parse_url(url)?, NoTls);
     let pool = r2d2::Pool::builder()
         .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(std::time::Duration::from_secs(3))
+        .test_on_check_out(true)
         .connection_customizer(Box::new(Configure))
         .build(manager)?;
     migrate(&mut *pool.get()?)?;
     Ok(pool)
+}
+
+// ---- transactions -------------------------------------------------------------
+
+/// Starts a READ COMMITTED transaction; writers serialise on the wallet
+/// rows [`lock_wallets`] locks, and every other statement sees the latest
+/// committed state.
+pub fn begin(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    c.batch_execute("BEGIN")
+}
+
+pub fn commit(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    c.batch_execute("COMMIT")
+}
+
+pub fn rollback(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    c.batch_execute("ROLLBACK")
+}
+
+/// Locks these wallets' rows until the transaction ends and returns their
+/// versions. One statement whatever the count; rows are locked in id
+/// order, the same order on every node, so two writers locking
+/// overlapping sets queue instead of deadlocking.
+pub fn lock_wallets(
+    c: &mut impl GenericClient,
+    ids: &[u128],
+) -> Result<Vec<(u128, i64)>, postgres::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Vec<u8>> = ids.iter().map(|&id| id_bytes(id)).collect();
+    c.query(
+        "SELECT id, version FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&keys],
+    )?
+    .iter()
+    .map(|row| Ok((id_col(row, 0)?, row.try_get(1)?)))
+    .collect()
 }
 
 // ---- value mapping ----------------------------------------------------------
@@ -523,20 +585,6 @@ pub fn update_wallet_state(
         ],
     )?;
     Ok(())
-}
-
-/// The wallet's `version`, bumped by every [`update_wallet_state`]; `None`
-/// if the wallet does not exist. (PostgreSQL only: SQLite has one writer.)
-pub fn wallet_version(
-    c: &mut impl GenericClient,
-    id: u128,
-) -> Result<Option<i64>, postgres::Error> {
-    one(
-        c,
-        "SELECT version FROM wallets WHERE id = $1",
-        &[&id_bytes(id)],
-        |row| row.try_get(0),
-    )
 }
 
 /// Wallets with an event due at or before `now`, soonest first.

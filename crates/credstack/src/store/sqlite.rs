@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
 ];
 
 /// Opens (creating if needed) the database and migrates it.
@@ -46,6 +47,42 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
         transaction.commit()?;
     }
     Ok(())
+}
+
+// ---- transactions -------------------------------------------------------------
+
+/// Takes the database's write lock now, not at the first write, so a
+/// second process writing the same file waits here (busy timeout) instead
+/// of failing part way through a batch.
+pub fn begin(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("BEGIN IMMEDIATE")
+}
+
+pub fn commit(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("COMMIT")
+}
+
+pub fn rollback(c: &Connection) -> rusqlite::Result<()> {
+    if c.is_autocommit() {
+        return Ok(());
+    }
+    c.execute_batch("ROLLBACK")
+}
+
+/// The versions of these wallets. The write lock `begin` took already
+/// covers every row, so this only reads.
+pub fn lock_wallets(c: &Connection, ids: &[u128]) -> rusqlite::Result<Vec<(u128, i64)>> {
+    let mut statement = c.prepare_cached("SELECT version FROM wallets WHERE id = ?")?;
+    let mut versions = Vec::with_capacity(ids.len());
+    for &id in ids {
+        if let Some(version) = statement
+            .query_row([ids::to_bytes(id)], |row| row.get(0))
+            .optional()?
+        {
+            versions.push((id, version));
+        }
+    }
+    Ok(versions)
 }
 
 // ---- value mapping ----------------------------------------------------------
@@ -383,7 +420,7 @@ pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusq
 pub fn update_wallet_state(c: &Connection, id: u128, wallet: &Wallet) -> rusqlite::Result<()> {
     c.prepare_cached(
         "UPDATE wallets SET overdraft_limit = ?, debt = ?, balance = ?, last_sequence = ?,
-            next_event_at = ? WHERE id = ?",
+            next_event_at = ?, version = version + 1 WHERE id = ?",
     )?
     .execute(params![
         wallet.overdraft_limit.atomic(),

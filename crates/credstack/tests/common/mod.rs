@@ -4,9 +4,10 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod pg;
 
 use credstack::clock::Clock;
-use credstack::ledger::{Config, Ledger};
+use credstack::ledger::{Backend, Config, Ledger};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -18,6 +19,50 @@ pub struct Server {
     pub client: reqwest::Client,
     pub key: String,
     _data: tempfile::TempDir,
+    /// The PostgreSQL database, when the suite runs on PostgreSQL.
+    pub db: Option<pg::TestDb>,
+}
+
+/// Whether this test target runs its servers on PostgreSQL: the targets
+/// named `<suite>_postgres` (each includes `<suite>.rs` whole).
+pub const ON_POSTGRES: bool = ends_with(env!("CARGO_CRATE_NAME"), "_postgres");
+
+const fn ends_with(text: &str, suffix: &str) -> bool {
+    let (text, suffix) = (text.as_bytes(), suffix.as_bytes());
+    if text.len() < suffix.len() {
+        return false;
+    }
+    let offset = text.len() - suffix.len();
+    let mut i = 0;
+    while i < suffix.len() {
+        if text[offset + i] != suffix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The backend for a new server: a fresh PostgreSQL database on the
+/// `_postgres` targets, a temporary directory otherwise. Without a
+/// PostgreSQL server outside CI, the `_postgres` tests print a skip and end
+/// the test binary with success.
+pub fn backend(data: &tempfile::TempDir) -> (Backend, Option<pg::TestDb>) {
+    if !ON_POSTGRES {
+        let backend = Backend::Embedded {
+            data_dir: data.path().to_path_buf(),
+        };
+        return (backend, None);
+    }
+    let Some(db) = pg::TestDb::create() else {
+        println!("SKIP: {} needs PostgreSQL", env!("CARGO_CRATE_NAME"));
+        std::process::exit(0);
+    };
+    let backend = Backend::Postgres {
+        url: db.url(),
+        readers: 4,
+    };
+    (backend, Some(db))
 }
 
 pub struct Response {
@@ -71,8 +116,9 @@ impl Server {
 
     pub async fn start_at(start: &str) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
+        let (backend, db) = backend(&data);
         let ledger = Ledger::open(Config {
-            data_dir: data.path().to_path_buf(),
+            backend,
             clock: Clock::simulated(start.parse().expect("start instant")),
             render: credstack::http::render,
         })
@@ -92,6 +138,7 @@ impl Server {
             client: reqwest::Client::new(),
             key: ADMIN_KEY.to_string(),
             _data: data,
+            db,
         }
     }
 
