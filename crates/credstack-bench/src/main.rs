@@ -196,11 +196,22 @@ async fn promo_grant_all(customers: usize) -> Figure {
         unreachable!("a promotion")
     };
     let started = Instant::now();
-    let outcome = ledger
-        .grant_to_all(promotion.promotion.id, &|_| {})
-        .await
-        .expect("grant to all");
+    let last = std::sync::Mutex::new(None);
+    let reply = ledger
+        .to_all(
+            credstack::ledger::BulkAction::Grant,
+            promotion.promotion.id,
+            None,
+            &|so_far| *last.lock().unwrap() = Some(so_far.clone()),
+            &|_| serde_json::Value::Null,
+        )
+        .await;
     let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        matches!(reply, credstack::engine::Reply::Fresh(Ok(_))),
+        "grant to all: {reply:?}"
+    );
+    let outcome = last.into_inner().unwrap().expect("at least one chunk");
     assert_eq!(
         outcome.done_count, customers as u64,
         "every customer granted"

@@ -21,7 +21,7 @@ pub struct JobState {
     pub total: u64,
     pub done: u64,
     pub skipped: u64,
-    pub skipped_by_reason: BTreeMap<&'static str, u64>,
+    pub skipped_by_reason: BTreeMap<String, u64>,
     pub finished: bool,
     pub error: Option<String>,
 }
@@ -59,12 +59,10 @@ impl Jobs {
         self.with(id, |job| job.update(outcome));
     }
 
-    pub fn finish(&self, id: u128, result: Result<&BulkOutcome, String>) {
+    /// Marks the job finished; its counts are those of its last progress.
+    pub fn finish(&self, id: u128, result: Result<(), String>) {
         self.with(id, |job| {
-            match result {
-                Ok(outcome) => job.update(outcome),
-                Err(message) => job.error = Some(message),
-            }
+            job.error = result.err();
             job.finished = true;
         });
     }

@@ -6,7 +6,7 @@
 //! background sweep does the same for wallets nobody reads.
 
 use crate::clock::{AdvanceError, Clock};
-use crate::engine::{Engine, Idempotency, Outcome, Render, Reply, Request};
+use crate::engine::{BulkClaim, Engine, Idempotency, Outcome, Render, Reply, Request, RunStep};
 use crate::error::{Error, Result};
 use crate::ids::Generator;
 use crate::records::{ApiKey, Scope};
@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// Wallets brought up to date per sweep request.
 const SWEEP_CHUNK: usize = 1000;
+/// Least time between two reloads of the key cache caused by unknown keys.
+const KEY_RELOAD_MIN: Duration = Duration::from_secs(1);
 /// Read connections kept open.
 const READERS_MAX: u32 = 16;
 
@@ -39,10 +41,9 @@ struct Inner {
     readers: Readers,
     clock: Arc<Clock>,
     api_keys: RwLock<Vec<ApiKey>>,
-    /// Held by a call to all customers with an idempotency key from its
-    /// replay check until its response is kept. One process only: several
-    /// nodes on one database need a key reservation in the store.
-    keyed_bulk: tokio::sync::Mutex<()>,
+    /// When a missed key last reloaded `api_keys`.
+    keys_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
+    render: Render,
     jobs: crate::jobs::Jobs,
 }
 
@@ -97,7 +98,8 @@ impl Ledger {
                 readers,
                 clock,
                 api_keys: RwLock::new(api_keys),
-                keyed_bulk: tokio::sync::Mutex::new(()),
+                keys_reloaded: std::sync::Mutex::new(None),
+                render: config.render,
                 jobs: crate::jobs::Jobs::default(),
             }),
         })
@@ -210,6 +212,10 @@ impl Ledger {
                 if let Err(error) = ledger.sweep().await {
                     tracing::warn!(?error, "background sweep failed");
                 }
+                // Keys created or deleted by other nodes.
+                if ticks.is_multiple_of(2) {
+                    ledger.reload_api_keys().await;
+                }
                 if ticks % 7200 == 1 {
                     let _ = ledger.execute(Request::PurgeExpired).await;
                 }
@@ -218,12 +224,36 @@ impl Ledger {
     }
 
     /// The key whose secret this is, compared by SHA-256 in constant time.
-    pub fn authenticate(&self, secret: &str) -> Option<ApiKey> {
-        use subtle::ConstantTimeEq;
+    /// Keys are cached in memory; on a miss the cache is reloaded from the
+    /// store (at most once per [`KEY_RELOAD_MIN`], so wrong keys cannot
+    /// load the database), so a key created on another node works here at
+    /// once. The background task reloads the cache too, so a key deleted
+    /// on another node stops working here within a second.
+    pub async fn authenticate(&self, secret: &str) -> Option<ApiKey> {
         let hash = crate::engine::hash_secret(secret);
+        if let Some(key) = self.cached_key(&hash) {
+            return Some(key);
+        }
+        let due = {
+            let mut last = self.inner.keys_reloaded.lock().expect("key reload lock");
+            let due = last.is_none_or(|at| at.elapsed() >= KEY_RELOAD_MIN);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            self.reload_api_keys().await;
+            return self.cached_key(&hash);
+        }
+        None
+    }
+
+    fn cached_key(&self, hash: &[u8; 32]) -> Option<ApiKey> {
+        use subtle::ConstantTimeEq;
         let keys = self.inner.api_keys.read().expect("key cache lock");
         keys.iter()
-            .find(|k| bool::from(k.secret_hash.ct_eq(&hash)))
+            .find(|k| bool::from(k.secret_hash.ct_eq(hash)))
             .cloned()
     }
 
@@ -253,17 +283,33 @@ impl Ledger {
     pub async fn ensure_admin_key(&self, secret: &str) -> Result<()> {
         if self
             .authenticate(secret)
+            .await
             .is_some_and(|k| k.scope == Scope::Admin)
         {
             return Ok(());
         }
-        self.execute(Request::CreateApiKey {
-            name: "bootstrap".into(),
-            scope: Scope::Admin,
-            secret: secret.to_string(),
-        })
-        .await
-        .map(|_| ())
+        let created = self
+            .execute(Request::CreateApiKey {
+                name: "bootstrap".into(),
+                scope: Scope::Admin,
+                secret: secret.to_string(),
+            })
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // Another node starting with the same key stored it first.
+            Err(Error::Conflict {
+                code: "api_key_exists",
+                ..
+            }) => {
+                self.reload_api_keys().await;
+                match self.cached_key(&crate::engine::hash_secret(secret)) {
+                    Some(key) if key.scope == Scope::Admin => Ok(()),
+                    _ => Err(Error::Unavailable),
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -285,7 +331,7 @@ pub struct BulkOutcome {
     pub done_count: u64,
     pub skipped_count: u64,
     /// Whole counts of skipped customers by reason.
-    pub skipped_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    pub skipped_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 impl BulkOutcome {
@@ -297,7 +343,10 @@ impl BulkOutcome {
         self.done_count += done.len() as u64;
         self.skipped_count += skipped.len() as u64;
         for (_, reason) in &skipped {
-            *self.skipped_by_reason.entry(reason.as_str()).or_default() += 1;
+            *self
+                .skipped_by_reason
+                .entry(reason.as_str().to_string())
+                .or_default() += 1;
         }
         let room = BULK_LIST_MAX.saturating_sub(self.done.len());
         self.done.extend(done.into_iter().take(room));
@@ -306,17 +355,138 @@ impl BulkOutcome {
     }
 }
 
+/// How long a call to all customers keeps its campaign without finishing
+/// a chunk (wall clock). Chunks take well under a second; past this, the
+/// call is taken to have died with its process and another may take over.
+/// Only liveness hangs on it: a call that was merely slow and got taken
+/// over finds out at its next chunk (`bulk_run_taken_over`) before it
+/// changes anything.
+pub const BULK_LEASE_SECONDS: i64 = 10;
+/// How often a repeat of a call to all customers that is still running
+/// (same key, same request) checks whether it has finished.
+const BULK_POLL: Duration = Duration::from_millis(200);
+
+/// What a call to all customers does to each customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkAction {
+    Grant,
+    Revoke,
+}
+
+impl BulkAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            BulkAction::Grant => "grant",
+            BulkAction::Revoke => "revoke",
+        }
+    }
+}
+
 impl Ledger {
     /// Grants a campaign to every customer with a wallet in its credit
-    /// system (SPEC rule 22), [`BULK_CHUNK`] customers per commit, in
-    /// customer id order. Each chunk commits atomically, so a call cut short
-    /// leaves every customer either fully granted or untouched; calling again
-    /// finishes the job, and without multiple grants nobody is granted twice
-    /// (they are skipped as `already_granted`).
-    /// `progress` sees the outcome so far after each commit.
-    pub async fn grant_to_all(
+    /// system (SPEC rule 22), or revokes it from every customer holding an
+    /// assignment that is not revoked (rule 24), [`BULK_CHUNK`] customers
+    /// per commit, in customer id order. Each chunk commits atomically, so
+    /// a call cut short leaves every customer either fully done or
+    /// untouched.
+    ///
+    /// One call runs per campaign at a time, whichever node it reaches: a
+    /// second gets `409 bulk_run_in_progress`; a repeat of the running
+    /// call (same idempotency key, same request) waits for it and replays
+    /// its response. A call whose process died is taken over once its
+    /// lease ([`BULK_LEASE_SECONDS`]) passes; a retry with its key resumes
+    /// after the last chunk it committed, so nobody is granted twice even
+    /// when the campaign allows multiple grants.
+    ///
+    /// `render` makes the response body kept under the key; `progress`
+    /// sees the outcome so far after each commit.
+    pub async fn to_all(
         &self,
+        action: BulkAction,
         promotion_id: u128,
+        idempotency: Option<Idempotency>,
+        progress: &Progress<'_>,
+        render: &(dyn Fn(&BulkOutcome) -> serde_json::Value + Send + Sync),
+    ) -> Reply {
+        let run_id = ulid::Ulid::generate().0;
+        let (cursor, counts) = loop {
+            if let Some(idempotency) = &idempotency {
+                match self.stored_response(idempotency).await {
+                    Ok(Some(stored)) => return Reply::Replayed(stored),
+                    Ok(None) => {}
+                    Err(error) => return Reply::Fresh(Err(error)),
+                }
+            }
+            let wall_now = chrono::Utc::now();
+            let claim = crate::engine::BulkClaimRequest {
+                promotion_id,
+                run_id,
+                action: action.as_str().to_string(),
+                idempotency: idempotency.clone(),
+                wall_now,
+                lease_until: wall_now + chrono::Duration::seconds(BULK_LEASE_SECONDS),
+            };
+            match self.execute(Request::ClaimBulkRun(claim)).await {
+                Ok(Outcome::BulkClaim(BulkClaim::Started { cursor, counts })) => {
+                    break (cursor, counts);
+                }
+                Ok(Outcome::BulkClaim(BulkClaim::Busy {
+                    same_call: true, ..
+                })) => {
+                    tokio::time::sleep(BULK_POLL).await;
+                }
+                Ok(Outcome::BulkClaim(BulkClaim::Busy { action, .. })) => {
+                    return Reply::Fresh(Err(Error::conflict(
+                        "bulk_run_in_progress",
+                        format!(
+                            "a {action} to all customers of this promotional credit is already running; wait for it to finish"
+                        ),
+                    )));
+                }
+                Ok(other) => unreachable!("a claim answers a claim: {other:?}"),
+                Err(error) => return Reply::Fresh(Err(error)),
+            }
+        };
+        let result = self
+            .run_chunks(action, promotion_id, run_id, cursor, counts, progress)
+            .await;
+        let response = match result {
+            Ok(outcome) => crate::records::StoredResponse {
+                status: 200,
+                body: render(&outcome).to_string(),
+            },
+            Err(error @ (Error::Unavailable | Error::Contended)) => {
+                // Nothing to keep: let a retry start (or, with the key,
+                // resume) at once rather than after the lease.
+                let release = Request::ReleaseBulkRun {
+                    promotion_id,
+                    run_id,
+                };
+                if let Err(release_error) = self.execute(release).await {
+                    tracing::warn!(
+                        ?release_error,
+                        "cannot release a failed call to all customers; its lease will pass"
+                    );
+                }
+                return Reply::Fresh(Err(error));
+            }
+            Err(error) => (self.inner.render)(&Err(error)),
+        };
+        let finish = Request::FinishBulkRun {
+            promotion_id,
+            run_id,
+            response,
+        };
+        self.submit(finish, idempotency).await
+    }
+
+    async fn run_chunks(
+        &self,
+        action: BulkAction,
+        promotion_id: u128,
+        run_id: u128,
+        mut cursor: Option<u128>,
+        counts: crate::records::BulkCounts,
         progress: &Progress<'_>,
     ) -> Result<BulkOutcome> {
         let promotion =
@@ -326,59 +496,54 @@ impl Ledger {
                     what: "promotional credit",
                 })?;
         let credit_system_id = promotion.credit_system_id;
-        let mut outcome = BulkOutcome::default();
-        let mut after = None;
+        let mut outcome = BulkOutcome {
+            done_count: counts.done,
+            skipped_count: counts.skipped,
+            skipped_by_reason: counts.skipped_by_reason,
+            ..BulkOutcome::default()
+        };
         loop {
-            let chunk = self
-                .read(move |c| c.customers_with_wallets(credit_system_id, after, BULK_CHUNK))
-                .await?;
+            let after = cursor;
+            let chunk = match action {
+                BulkAction::Grant => {
+                    self.read(move |c| {
+                        c.customers_with_wallets(credit_system_id, after, BULK_CHUNK)
+                    })
+                    .await?
+                }
+                BulkAction::Revoke => {
+                    self.read(move |c| {
+                        c.customers_with_open_assignments(promotion_id, after, BULK_CHUNK)
+                    })
+                    .await?
+                }
+            };
             let Some(&last) = chunk.last() else {
                 return Ok(outcome);
             };
-            after = Some(last);
-            let request = Request::GrantPromotion {
-                id: promotion_id,
-                customer_ids: chunk,
+            let run = Some(RunStep {
+                run_id,
+                cursor: last,
+                lease_until: chrono::Utc::now() + chrono::Duration::seconds(BULK_LEASE_SECONDS),
+            });
+            let request = match action {
+                BulkAction::Grant => Request::GrantPromotion {
+                    id: promotion_id,
+                    customer_ids: chunk,
+                    run,
+                },
+                BulkAction::Revoke => Request::RevokePromotion {
+                    id: promotion_id,
+                    customer_ids: chunk,
+                    run,
+                },
             };
             match self.execute(request).await? {
                 Outcome::PromotionGrant(grant) => outcome.add(grant.granted, grant.skipped),
-                other => unreachable!("a grant answers a grant: {other:?}"),
-            }
-            progress(&outcome);
-        }
-    }
-
-    /// Revokes a campaign from every customer holding an assignment that is
-    /// not revoked, [`BULK_CHUNK`] customers per commit. Re-running after an
-    /// interruption finishes the job.
-    pub async fn revoke_from_all(
-        &self,
-        promotion_id: u128,
-        progress: &Progress<'_>,
-    ) -> Result<BulkOutcome> {
-        self.read(move |c| c.promotion(promotion_id))
-            .await?
-            .ok_or(Error::NotFound {
-                what: "promotional credit",
-            })?;
-        let mut outcome = BulkOutcome::default();
-        let mut after = None;
-        loop {
-            let chunk = self
-                .read(move |c| c.customers_with_open_assignments(promotion_id, after, BULK_CHUNK))
-                .await?;
-            let Some(&last) = chunk.last() else {
-                return Ok(outcome);
-            };
-            after = Some(last);
-            let request = Request::RevokePromotion {
-                id: promotion_id,
-                customer_ids: chunk,
-            };
-            match self.execute(request).await? {
                 Outcome::PromotionRevoke(revoke) => outcome.add(revoke.revoked, revoke.skipped),
-                other => unreachable!("a revoke answers a revoke: {other:?}"),
+                other => unreachable!("a chunk answers a grant or revoke: {other:?}"),
             }
+            cursor = Some(last);
             progress(&outcome);
         }
     }
@@ -386,11 +551,6 @@ impl Ledger {
     /// Background jobs the console started in this process.
     pub fn jobs(&self) -> &crate::jobs::Jobs {
         &self.inner.jobs
-    }
-
-    /// Waits for the turn of a keyed call to all customers (see `keyed_bulk`).
-    pub async fn keyed_bulk_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.keyed_bulk.lock().await
     }
 
     /// The response kept under an idempotency key, if the key was used

@@ -276,6 +276,31 @@ pub struct ApiKey {
     pub created_at: Instant,
 }
 
+/// The whole counts of a call to all customers so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BulkCounts {
+    pub done: u64,
+    pub skipped: u64,
+    pub skipped_by_reason: std::collections::BTreeMap<String, u64>,
+}
+
+/// A call to all customers of a campaign while it runs (see `bulk_runs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkRun {
+    pub promotional_credit_id: u128,
+    pub run_id: u128,
+    /// `grant` or `revoke`.
+    pub action: String,
+    pub idempotency_key: Option<String>,
+    pub fingerprint: Option<[u8; 32]>,
+    /// The last customer id done.
+    pub cursor: Option<u128>,
+    /// The counts so far, as JSON.
+    pub progress: String,
+    /// Wall-clock time after which another call may take the run over.
+    pub lease_until: Instant,
+}
+
 /// A response kept for an idempotency key (SPEC rule 18).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredResponse {

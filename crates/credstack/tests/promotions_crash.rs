@@ -5,17 +5,21 @@
 //! granted in chunks, each chunk one atomic commit. The test kills the
 //! process once some chunks have committed, checks straight in the SQLite
 //! file that every customer is either fully granted (assignment, grant,
-//! ledger entry, balance) or untouched, restarts the server on the same data
-//! and runs the grant again: everyone ends with exactly one assignment and
-//! one grant, and the customers granted before the kill are skipped as
-//! `already_granted`.
+//! ledger entry, balance) or untouched, and restarts the server on the same
+//! data. Until the dead call's lease passes, another call to all customers
+//! is refused (`bulk_run_in_progress`); the retry with the dead call's
+//! idempotency key waits for the lease, then resumes after the last chunk
+//! committed: everyone ends with exactly one assignment and one grant, the
+//! response counts the whole call, and the key then replays it.
 
+mod common;
+
+use common::process::{LogOnFailure, Process};
 use credstack::ids::{self, Kind};
 use credstack::ledger::BULK_CHUNK;
 use rusqlite::{Connection, OpenFlags, params};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "csk_crash_test_admin_key";
@@ -31,84 +35,6 @@ const QUANTITY: i64 = 100;
 const ATTEMPTS: usize = 4;
 
 /// The spawned `credstack serve`; killed (SIGKILL) when dropped.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    async fn spawn(data: &Path, log: &Path) -> Process {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_credstack"))
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(data)
-            .args(["--clock", "simulated", "--start", START])
-            .env("CREDSTACK_ADMIN_KEY", KEY)
-            .env_remove("CREDSTACK_ADDR")
-            .env_remove("CREDSTACK_DATA")
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn credstack serve");
-        let mut process = Process {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = process.child.try_wait().expect("child status") {
-                panic!("credstack serve exited early: {status}");
-            }
-            let health = client.get(format!("{}/healthz", process.base)).send().await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return process;
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Prints the end of the servers' log when the test fails.
-struct LogOnFailure(PathBuf);
-
-impl Drop for LogOnFailure {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- server log (last lines) ---");
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 async fn call(
     client: &reqwest::Client,
     base: &str,
@@ -141,6 +67,40 @@ async fn get(client: &reqwest::Client, base: &str, path: &str) -> Value {
     let (status, body) = call(client, base, reqwest::Method::GET, path, None).await;
     assert_eq!(status, 200, "GET {path}: {body}");
     body
+}
+
+fn store_args(data: &Path) -> [&str; 6] {
+    [
+        "--data",
+        data.to_str().expect("a UTF-8 temp path"),
+        "--clock",
+        "simulated",
+        "--start",
+        START,
+    ]
+}
+
+/// Posts, waiting while another call to all customers of the campaign
+/// (one whose process was killed) still holds it.
+async fn post_when_free(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = call(
+            client,
+            base,
+            reqwest::Method::POST,
+            path,
+            Some(body.clone()),
+        )
+        .await;
+        if status == 409 && answer["error"]["code"] == "bulk_run_in_progress" {
+            assert!(Instant::now() < deadline, "the campaign stayed busy");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "POST {path}: {answer}");
+        return answer;
+    }
 }
 
 /// Creates the population, `IN_FLIGHT` requests at a time.
@@ -307,7 +267,7 @@ async fn all_customers_grant_killed_part_way_resumes_without_double_grants() {
     let db_path: PathBuf = credstack::ledger::database_path(data.path());
     let client = reqwest::Client::new();
 
-    let mut server = Process::spawn(data.path(), &log).await;
+    let mut server = Process::spawn(&store_args(data.path()), KEY, &log).await;
     let cs = post(
         &client,
         &server.base,
@@ -367,6 +327,7 @@ async fn all_customers_grant_killed_part_way_resumes_without_double_grants() {
                 reqwest::Client::new()
                     .post(format!("{base}/v1/promotional_credits/{promo}/grant"))
                     .bearer_auth(KEY)
+                    .header("Idempotency-Key", format!("crash-grant-{attempt}"))
                     .json(&json!({"all_customers": true}))
                     .send()
                     .await
@@ -390,15 +351,16 @@ async fn all_customers_grant_killed_part_way_resumes_without_double_grants() {
             "attempt {attempt}: killed at {granted} of {ELIGIBLE} granted ({:?}), request: {outcome:?}",
             began.elapsed()
         );
-        server = Process::spawn(data.path(), &log).await;
+        server = Process::spawn(&store_args(data.path()), KEY, &log).await;
         if granted > 0 && granted < ELIGIBLE {
             assert!(outcome.is_err(), "an interrupted call is never answered");
-            interrupted = Some((promo, granted));
+            interrupted = Some((promo, granted, format!("crash-grant-{attempt}")));
             break;
         }
         if granted == ELIGIBLE {
-            // Finished before the kill: take it back so balances start at 0.
-            let revoked = post(
+            // Finished before the kill: take it back so balances start at 0
+            // (once the dead call's lease has passed, if it had not ended).
+            let revoked = post_when_free(
                 &client,
                 &server.base,
                 &format!("/v1/promotional_credits/{promo}/revoke"),
@@ -408,7 +370,7 @@ async fn all_customers_grant_killed_part_way_resumes_without_double_grants() {
             assert_eq!(revoked["revoked_count"], ELIGIBLE);
         }
     }
-    let (promo, granted_before) =
+    let (promo, granted_before, key) =
         interrupted.expect("the kill never landed part way through the grant");
     let promo_id = ids::parse(Kind::PromotionalCredit, &promo).unwrap();
     let promo_bytes = ids::to_bytes(promo_id);
@@ -486,20 +448,37 @@ async fn all_customers_grant_killed_part_way_resumes_without_double_grants() {
     .await;
     assert_eq!(balance["balance"], "0");
 
-    // Resume: the customers granted before the kill are skipped.
-    let resumed = post(
+    // The dead call still holds the campaign until its lease passes: a
+    // different call is refused rather than run beside it.
+    let (status, body) = call(
         &client,
         &base,
+        reqwest::Method::POST,
         &format!("/v1/promotional_credits/{promo}/grant"),
-        json!({"all_customers": true}),
+        Some(json!({"all_customers": true})),
     )
     .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("bulk_run_in_progress"))
+    );
+
+    // The retry with the same key waits for the lease, then resumes after
+    // the last chunk committed: nobody before it is visited again, and the
+    // counts are those of the whole call.
+    let response = client
+        .post(format!("{base}/v1/promotional_credits/{promo}/grant"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", &key)
+        .json(&json!({"all_customers": true}))
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(response.status().as_u16(), 200);
+    let resumed: Value = response.json().await.expect("json");
     eprintln!("resumed by {:?}", began.elapsed());
-    assert_eq!(resumed["granted_count"], ELIGIBLE - granted_before);
-    assert_eq!(resumed["skipped_count"], granted_before);
-    let skipped = resumed["skipped"].as_array().unwrap();
-    assert_eq!(skipped.len(), granted_before.min(100));
-    assert!(skipped.iter().all(|s| s["reason"] == "already_granted"));
+    assert_eq!(resumed["granted_count"], ELIGIBLE);
+    assert_eq!(resumed["skipped_count"], 0);
     assert_eq!(
         resumed["granted"].as_array().unwrap().len(),
         (ELIGIBLE - granted_before).min(100)
@@ -517,6 +496,19 @@ async fn all_customers_grant_killed_part_way_resumes_without_double_grants() {
     let promotion = get(&client, &base, &format!("/v1/promotional_credits/{promo}")).await;
     assert_eq!(promotion["granted_count"], ELIGIBLE);
     assert_eq!(promotion["revoked_count"], 0);
+
+    // The key now replays the whole call's response.
+    let response = client
+        .post(format!("{base}/v1/promotional_credits/{promo}/grant"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", &key)
+        .json(&json!({"all_customers": true}))
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(response.headers()["idempotent-replayed"], "true");
+    let replayed: Value = response.json().await.expect("json");
+    assert_eq!(replayed, resumed);
 
     // A further run changes nothing.
     let again = post(

@@ -7,11 +7,13 @@
 use super::credit_systems;
 use super::session::Submitted;
 use super::{FieldErrors, Layout, Operator, done, not_found, render, render_with, unavailable};
+use crate::engine::Reply;
 use crate::engine::{
     NewPromotion, Outcome, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionView, Request,
 };
 use crate::ids::{self, Kind};
 use crate::jobs::JobState;
+use crate::ledger::BulkAction;
 use crate::ledger::Ledger;
 use crate::records::{CreditSystem, PromotionCustomer};
 use askama::Template;
@@ -410,7 +412,7 @@ pub struct JobView {
     pub total: u64,
     pub done: u64,
     pub skipped: u64,
-    pub reasons: Vec<(&'static str, u64)>,
+    pub reasons: Vec<(String, u64)>,
     pub percent: u64,
     pub finished: bool,
     pub error: Option<String>,
@@ -427,7 +429,7 @@ impl From<&JobState> for JobView {
             reasons: job
                 .skipped_by_reason
                 .iter()
-                .map(|(r, n)| (*r, *n))
+                .map(|(r, n)| (r.clone(), *n))
                 .collect(),
             percent: job.percent(),
             finished: job.finished,
@@ -776,14 +778,26 @@ async fn start_job(ledger: &Ledger, id: u128, action: &'static str, back: String
     tokio::spawn(async move {
         let progress =
             |outcome: &crate::ledger::BulkOutcome| worker.jobs().progress(job_id, outcome);
-        let result = match action {
-            "grant" => worker.grant_to_all(id, &progress).await,
-            _ => worker.revoke_from_all(id, &progress).await,
+        let action = match action {
+            "grant" => BulkAction::Grant,
+            _ => BulkAction::Revoke,
         };
-        let result = result.map_err(|e| crate::http::error::ApiError::from(e).message);
-        worker
-            .jobs()
-            .finish(job_id, result.as_ref().map_err(Clone::clone));
+        let reply = worker
+            .to_all(action, id, None, &progress, &|_| serde_json::Value::Null)
+            .await;
+        let result = match reply {
+            Reply::Fresh(Err(error)) => Err(crate::http::error::ApiError::from(error).message),
+            Reply::Fresh(Ok(Outcome::Rendered(response))) if response.status >= 400 => {
+                let body: serde_json::Value =
+                    serde_json::from_str(&response.body).unwrap_or_default();
+                Err(body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the call to all customers failed")
+                    .to_string())
+            }
+            _ => Ok(()),
+        };
+        worker.jobs().finish(job_id, result);
     });
     let separator = if back.contains('?') { '&' } else { '?' };
     Redirect::to(&format!(
@@ -807,7 +821,11 @@ pub async fn grant(
     }
     let result = match form.customers() {
         Ok(customer_ids) => ledger
-            .execute(Request::GrantPromotion { id, customer_ids })
+            .execute(Request::GrantPromotion {
+                id,
+                customer_ids,
+                run: None,
+            })
             .await
             .map_err(FieldErrors::from_error),
         Err(errors) => Err(errors),
@@ -856,7 +874,11 @@ pub async fn revoke(
     }
     let result = match form.customers() {
         Ok(customer_ids) => ledger
-            .execute(Request::RevokePromotion { id, customer_ids })
+            .execute(Request::RevokePromotion {
+                id,
+                customer_ids,
+                run: None,
+            })
             .await
             .map_err(FieldErrors::from_error),
         Err(errors) => Err(errors),

@@ -215,7 +215,7 @@ pub async fn login(
         };
         return login_form(StatusCode::FORBIDDEN, next, errors);
     }
-    let key = ledger.authenticate(form.api_key.trim());
+    let key = ledger.authenticate(form.api_key.trim()).await;
     let Some(key) = key.filter(|k| k.scope == Scope::Admin) else {
         let errors = FieldErrors::field("api_key", "That is not an admin API key.");
         return login_form(StatusCode::UNAUTHORIZED, next, errors);

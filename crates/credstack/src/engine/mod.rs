@@ -84,8 +84,8 @@ impl Idempotency {
 }
 
 pub use promotions::{
-    NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionGrant, PromotionRevoke,
-    PromotionView,
+    BulkClaim, BulkClaimRequest, NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit,
+    PromotionGrant, PromotionRevoke, PromotionView, RunStep,
 };
 
 #[derive(Clone, Debug)]
@@ -162,10 +162,27 @@ pub enum Request {
     GrantPromotion {
         id: u128,
         customer_ids: Vec<u128>,
+        /// Set when the chunk is part of a call to all customers.
+        run: Option<RunStep>,
     },
     RevokePromotion {
         id: u128,
         customer_ids: Vec<u128>,
+        run: Option<RunStep>,
+    },
+    /// Starts a call to all customers of a campaign, unless one is running.
+    ClaimBulkRun(BulkClaimRequest),
+    /// Ends a call to all customers, keeping its response under the
+    /// request's idempotency key in the same commit.
+    FinishBulkRun {
+        promotion_id: u128,
+        run_id: u128,
+        response: StoredResponse,
+    },
+    /// Lets another call take over a call to all customers that failed.
+    ReleaseBulkRun {
+        promotion_id: u128,
+        run_id: u128,
     },
     CreateApiKey {
         name: String,
@@ -180,10 +197,6 @@ pub enum Request {
     CreateSession(ConsoleSession),
     DeleteSession {
         token_hash: [u8; 32],
-    },
-    /// Keeps `response` under the request's idempotency key.
-    Remember {
-        response: StoredResponse,
     },
 }
 
@@ -216,6 +229,7 @@ pub enum Outcome {
     Promotion(Box<PromotionView>),
     PromotionGrant(PromotionGrant),
     PromotionRevoke(PromotionRevoke),
+    BulkClaim(BulkClaim),
     /// A response already rendered: what a long call that ran in several
     /// commits keeps under its idempotency key when it finishes.
     Rendered(StoredResponse),
@@ -711,6 +725,19 @@ impl Writer {
                     secret_hash: hash_secret(secret),
                     created_at: now,
                 };
+                // Only the bootstrap key has a secret chosen outside; two
+                // nodes starting with the same one race to store it.
+                if self
+                    .store
+                    .api_keys()?
+                    .iter()
+                    .any(|k| k.secret_hash == key.secret_hash)
+                {
+                    return Err(Error::conflict(
+                        "api_key_exists",
+                        "a key with this secret already exists",
+                    ));
+                }
                 self.store.insert_api_key(&key)?;
                 Ok(Outcome::ApiKey {
                     key,
@@ -729,13 +756,32 @@ impl Writer {
             Request::CreatePromotion(new) => self.create_promotion(new, now),
             Request::UpdatePromotion { id, edit } => self.update_promotion(*id, edit, now),
             Request::DeletePromotion { id } => self.delete_promotion(*id),
-            Request::GrantPromotion { id, customer_ids } => {
-                self.grant_promotion(*id, customer_ids, now)
+            Request::GrantPromotion {
+                id,
+                customer_ids,
+                run,
+            } => self.grant_promotion(*id, customer_ids, run.as_ref(), now),
+            Request::RevokePromotion {
+                id,
+                customer_ids,
+                run,
+            } => self.revoke_promotion(*id, customer_ids, run.as_ref(), now),
+            Request::ClaimBulkRun(claim) => self.claim_bulk_run(claim),
+            Request::FinishBulkRun {
+                promotion_id,
+                run_id,
+                response,
+            } => {
+                self.end_bulk_run(*promotion_id, *run_id, None)?;
+                Ok(Outcome::Rendered(response.clone()))
             }
-            Request::RevokePromotion { id, customer_ids } => {
-                self.revoke_promotion(*id, customer_ids, now)
+            Request::ReleaseBulkRun {
+                promotion_id,
+                run_id,
+            } => {
+                self.end_bulk_run(*promotion_id, *run_id, Some(chrono::Utc::now()))?;
+                Ok(Outcome::Done)
             }
-            Request::Remember { response } => Ok(Outcome::Rendered(response.clone())),
             Request::PurgeExpired => {
                 let before = now - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
                 self.store.purge_idempotency(before)?;

@@ -66,10 +66,108 @@ pub struct PromotionRevoke {
 }
 
 impl Writer {
+    /// The campaign, its row locked until the batch commits: every change
+    /// to a campaign and its assignments takes this lock first, so grants,
+    /// revokes and edits of one campaign from several nodes take turns.
     fn promotion(&mut self, id: u128) -> Result<PromotionalCredit> {
-        self.store.promotion(id)?.ok_or(Error::NotFound {
+        self.store.lock_promotion(id)?.ok_or(Error::NotFound {
             what: "promotional credit",
         })
+    }
+
+    /// Starts a call to all customers, taking over one whose lease has
+    /// passed; a retry of that same call (same key, same request) resumes
+    /// from its cursor and counts.
+    pub(super) fn claim_bulk_run(&mut self, claim: &BulkClaimRequest) -> Result<Outcome> {
+        self.promotion(claim.promotion_id)?;
+        let same_call = |run: &BulkRun| {
+            run.action == claim.action
+                && claim.idempotency.as_ref().is_some_and(|i| {
+                    run.idempotency_key.as_deref() == Some(i.key.as_str())
+                        && run.fingerprint == Some(i.fingerprint)
+                })
+        };
+        let (cursor, counts) = match self.store.bulk_run(claim.promotion_id)? {
+            Some(run) if run.lease_until > claim.wall_now => {
+                return Ok(Outcome::BulkClaim(BulkClaim::Busy {
+                    same_call: same_call(&run),
+                    action: run.action,
+                }));
+            }
+            Some(run) if same_call(&run) => (
+                run.cursor,
+                serde_json::from_str(&run.progress).unwrap_or_default(),
+            ),
+            _ => (None, BulkCounts::default()),
+        };
+        self.store.upsert_bulk_run(&BulkRun {
+            promotional_credit_id: claim.promotion_id,
+            run_id: claim.run_id,
+            action: claim.action.clone(),
+            idempotency_key: claim.idempotency.as_ref().map(|i| i.key.clone()),
+            fingerprint: claim.idempotency.as_ref().map(|i| i.fingerprint),
+            cursor,
+            progress: serde_json::to_string(&counts).expect("counts serialize"),
+            lease_until: claim.lease_until,
+        })?;
+        Ok(Outcome::BulkClaim(BulkClaim::Started { cursor, counts }))
+    }
+
+    /// Checks that `step`'s run still holds its campaign (a run whose lease
+    /// passed may have been taken over) before a chunk changes anything.
+    fn check_run(&mut self, promotion_id: u128, step: &RunStep) -> Result<BulkRun> {
+        match self.store.bulk_run(promotion_id)? {
+            Some(run) if run.run_id == step.run_id => Ok(run),
+            _ => Err(Error::conflict(
+                "bulk_run_taken_over",
+                "this call to all customers stalled and another call took it over",
+            )),
+        }
+    }
+
+    /// Records a chunk's progress in its run, in the chunk's commit.
+    fn advance_run(
+        &mut self,
+        mut run: BulkRun,
+        step: &RunStep,
+        done: usize,
+        skipped: &[(u128, Skip)],
+    ) -> Result<()> {
+        let mut counts: BulkCounts = serde_json::from_str(&run.progress).unwrap_or_default();
+        counts.done += done as u64;
+        counts.skipped += skipped.len() as u64;
+        for (_, reason) in skipped {
+            *counts
+                .skipped_by_reason
+                .entry(reason.as_str().to_string())
+                .or_default() += 1;
+        }
+        run.progress = serde_json::to_string(&counts).expect("counts serialize");
+        run.cursor = Some(step.cursor);
+        run.lease_until = step.lease_until;
+        self.store.upsert_bulk_run(&run)?;
+        Ok(())
+    }
+
+    /// Ends a run: deletes it, or with `lease_until` keeps it (so a retry
+    /// with its key can resume) but lets any call take it over from then.
+    pub(super) fn end_bulk_run(
+        &mut self,
+        promotion_id: u128,
+        run_id: u128,
+        lease_until: Option<Instant>,
+    ) -> Result<()> {
+        self.promotion(promotion_id)?;
+        match self.store.bulk_run(promotion_id)? {
+            Some(run) if run.run_id == run_id => match lease_until {
+                None => self.store.delete_bulk_run(promotion_id)?,
+                Some(lease_until) => self
+                    .store
+                    .upsert_bulk_run(&BulkRun { lease_until, ..run })?,
+            },
+            _ => {}
+        }
+        Ok(())
     }
 
     fn promotion_view(&mut self, promotion: PromotionalCredit, now: Instant) -> Result<Outcome> {
@@ -225,6 +323,7 @@ impl Writer {
                 "a promotional credit that has been granted cannot be deleted; end it with ends_at",
             ));
         }
+        self.store.delete_bulk_run(id)?;
         self.store.delete_promotion(id)?;
         Ok(Outcome::Deleted {
             kind: Kind::PromotionalCredit,
@@ -238,9 +337,11 @@ impl Writer {
         &mut self,
         id: u128,
         customer_ids: &[u128],
+        run: Option<&RunStep>,
         now: Instant,
     ) -> Result<Outcome> {
         let mut promotion = self.promotion(id)?;
+        let running = run.map(|step| self.check_run(id, step)).transpose()?;
         if promotion.window().status(now) != Status::Active {
             return Err(Error::conflict(
                 "promotion_not_active",
@@ -257,6 +358,9 @@ impl Writer {
         if !outcome.granted.is_empty() && !promotion.applied {
             promotion.applied = true;
             self.store.upsert_promotion(&promotion)?;
+        }
+        if let (Some(running), Some(step)) = (running, run) {
+            self.advance_run(running, step, outcome.granted.len(), &outcome.skipped)?;
         }
         Ok(Outcome::PromotionGrant(outcome))
     }
@@ -332,9 +436,11 @@ impl Writer {
         &mut self,
         id: u128,
         customer_ids: &[u128],
+        run: Option<&RunStep>,
         now: Instant,
     ) -> Result<Outcome> {
         let promotion = self.promotion(id)?;
+        let running = run.map(|step| self.check_run(id, step)).transpose()?;
         let mut outcome = PromotionRevoke::default();
         for &customer_id in customer_ids {
             if self.store.customer(customer_id)?.is_none() {
@@ -364,8 +470,45 @@ impl Writer {
                 outcome.revoked.push(assignment);
             }
         }
+        if let (Some(running), Some(step)) = (running, run) {
+            self.advance_run(running, step, outcome.revoked.len(), &outcome.skipped)?;
+        }
         Ok(Outcome::PromotionRevoke(outcome))
     }
+}
+
+/// One chunk's place in a call to all customers.
+#[derive(Clone, Debug)]
+pub struct RunStep {
+    pub run_id: u128,
+    /// The last customer id of this chunk: where a resumed call starts.
+    pub cursor: u128,
+    /// Wall-clock time until which the call keeps its campaign.
+    pub lease_until: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub struct BulkClaimRequest {
+    pub promotion_id: u128,
+    pub run_id: u128,
+    /// `grant` or `revoke`.
+    pub action: String,
+    pub idempotency: Option<super::Idempotency>,
+    /// Wall-clock now, and the lease this claim takes.
+    pub wall_now: Instant,
+    pub lease_until: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub enum BulkClaim {
+    /// The run is this call's; it starts after `cursor` with `counts` so far.
+    Started {
+        cursor: Option<u128>,
+        counts: BulkCounts,
+    },
+    /// Another call to all customers of this campaign is running;
+    /// `same_call` when it is this very call (same key, same request).
+    Busy { same_call: bool, action: String },
 }
 
 /// A campaign's window: a start just set is not in the past, and the end

@@ -284,7 +284,7 @@ pub async fn authorize(State(ledger): State<Ledger>, request: Request, next: Nex
         )
         .into_response();
     };
-    let Some(key) = ledger.authenticate(secret) else {
+    let Some(key) = ledger.authenticate(secret).await else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",

@@ -5,15 +5,13 @@ use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id};
 use super::routes::skipped_wire;
 use super::wire::*;
-use super::{render, reply, reply_result};
-use crate::engine::{
-    NewPromotion, Outcome, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionView, Request,
-};
+use super::{reply, reply_result};
+use crate::engine::{NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionView, Request};
 use crate::ids::Kind;
+use crate::ledger::BulkAction;
 use crate::ledger::{BulkOutcome, Ledger};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use credstack_core::Interval;
 use credstack_core::promotion::Status;
@@ -210,56 +208,6 @@ fn target(body: &PromotionCustomers) -> Result<Target, ApiError> {
     }
 }
 
-/// Runs a call to all customers under its idempotency key: a finished call
-/// replays; a call cut short has kept nothing, so a retry resumes it.
-async fn bulk(
-    ledger: &Ledger,
-    key: IdempotencyKey,
-    path: &str,
-    raw: &[u8],
-    run: impl Future<Output = crate::error::Result<BulkOutcome>>,
-    outcome: fn(BulkOutcome) -> serde_json::Value,
-) -> Answer {
-    let idempotency = key.for_request("POST", path, raw);
-    // Keyed calls run one at a time: a repeat sent while the first is still
-    // running waits for it, then replays its response (rule 18).
-    let _turn = match &idempotency {
-        Some(_) => Some(ledger.keyed_bulk_turn().await),
-        None => None,
-    };
-    if let Some(idempotency) = &idempotency
-        && let Some(stored) = ledger.stored_response(idempotency).await?
-    {
-        return Ok(replayed(stored));
-    }
-    let response = match run.await {
-        Ok(done) => crate::records::StoredResponse {
-            status: 200,
-            body: outcome(done).to_string(),
-        },
-        Err(error) => render(&Err(error)),
-    };
-    if response.status >= 500 {
-        return Ok(reply_result(Ok(Outcome::Rendered(response))));
-    }
-    match idempotency {
-        Some(idempotency) => Ok(reply(
-            ledger
-                .submit(Request::Remember { response }, Some(idempotency))
-                .await,
-        )),
-        None => Ok(reply_result(Ok(Outcome::Rendered(response)))),
-    }
-}
-
-fn replayed(stored: crate::records::StoredResponse) -> Response {
-    let mut response = reply_result(Ok(Outcome::Rendered(stored)));
-    response
-        .headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    response
-}
-
 #[utoipa::path(post, path = "/v1/promotional_credits/{id}/grant", request_body = PromotionCustomers,
     responses((status = 200, body = GrantResultWire), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -274,12 +222,16 @@ pub async fn grant_promotional_credit(
     match target(&body.value)? {
         Target::Customers(customer_ids) => {
             let idempotency = key.for_request("POST", &path, &body.raw);
-            let request = Request::GrantPromotion { id, customer_ids };
+            let request = Request::GrantPromotion {
+                id,
+                customer_ids,
+                run: None,
+            };
             Ok(reply(ledger.submit(request, idempotency).await))
         }
         Target::All => {
-            let run = ledger.grant_to_all(id, &|_| {});
-            bulk(&ledger, key, &path, &body.raw, run, |done| {
+            let idempotency = key.for_request("POST", &path, &body.raw);
+            let render = |done: &BulkOutcome| {
                 serde_json::to_value(GrantResultWire {
                     object: "promotional_credit_grant",
                     granted: done.done.iter().map(AssignmentWire::from).collect(),
@@ -288,8 +240,12 @@ pub async fn grant_promotional_credit(
                     skipped_count: done.skipped_count,
                 })
                 .expect("wire types serialize")
-            })
-            .await
+            };
+            Ok(reply(
+                ledger
+                    .to_all(BulkAction::Grant, id, idempotency, &|_| {}, &render)
+                    .await,
+            ))
         }
     }
 }
@@ -307,12 +263,16 @@ pub async fn revoke_promotional_credit(
     match target(&body.value)? {
         Target::Customers(customer_ids) => {
             let idempotency = key.for_request("POST", &path, &body.raw);
-            let request = Request::RevokePromotion { id, customer_ids };
+            let request = Request::RevokePromotion {
+                id,
+                customer_ids,
+                run: None,
+            };
             Ok(reply(ledger.submit(request, idempotency).await))
         }
         Target::All => {
-            let run = ledger.revoke_from_all(id, &|_| {});
-            bulk(&ledger, key, &path, &body.raw, run, |done| {
+            let idempotency = key.for_request("POST", &path, &body.raw);
+            let render = |done: &BulkOutcome| {
                 serde_json::to_value(RevokeResultWire {
                     object: "promotional_credit_revoke",
                     revoked: done.done.iter().map(AssignmentWire::from).collect(),
@@ -321,8 +281,12 @@ pub async fn revoke_promotional_credit(
                     skipped_count: done.skipped_count,
                 })
                 .expect("wire types serialize")
-            })
-            .await
+            };
+            Ok(reply(
+                ledger
+                    .to_all(BulkAction::Revoke, id, idempotency, &|_| {}, &render)
+                    .await,
+            ))
         }
     }
 }

@@ -789,7 +789,8 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
             let data = replies.iter().map(super::batch_result).collect();
             serde_json::to_value(BatchResults { data })
         }
-        Outcome::Done => Ok(serde_json::json!({})),
+        // Internal steps of a call to all customers; never an API answer.
+        Outcome::Done | Outcome::BulkClaim(_) => Ok(serde_json::json!({})),
     };
     value.expect("wire types serialize")
 }

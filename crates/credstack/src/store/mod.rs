@@ -180,4 +180,9 @@ store_api! {
     fn promotion_has_customers(&mut self, promotion_id: u128) -> bool;
     fn entries_with_purpose(&mut self, wallet_id: u128, limit: usize) -> Option<PurposeLedger>;
     fn entry_in_wallet(&mut self, wallet_id: u128, entry_id: u128) -> bool;
+    /// The campaign, locked until the transaction ends.
+    fn lock_promotion(&mut self, id: u128) -> Option<PromotionalCredit>;
+    fn bulk_run(&mut self, promotion_id: u128) -> Option<BulkRun>;
+    fn upsert_bulk_run(&mut self, run: &BulkRun) -> ();
+    fn delete_bulk_run(&mut self, promotion_id: u128) -> ();
 }

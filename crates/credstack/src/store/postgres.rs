@@ -24,7 +24,13 @@ use postgres::{Client, GenericClient, NoTls, Row};
 pub use super::sqlite::{CHART_ENTRIES_MAX, PurposeLedger, instant, micros};
 
 /// Migrations in order; `schema_migrations` records the applied versions.
-const MIGRATIONS: &[&str] = &[include_str!("postgres_schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("postgres_schema_v1.sql"),
+    include_str!("postgres_schema_v2.sql"),
+];
+
+/// The schema version a migrated database is at.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The advisory lock every migrating process takes (any constant unique to
 /// credstack; advisory locks are scoped to the current database).
@@ -1610,4 +1616,73 @@ pub fn entry_in_wallet(
         &[&id_bytes(entry_id), &id_bytes(wallet_id)],
     )?;
     Ok(row.get(0))
+}
+
+// ---- calls to all customers ---------------------------------------------------
+
+/// The campaign row, locked until the transaction ends: edits, grants and
+/// revokes of one campaign from several nodes take turns.
+pub fn lock_promotion(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<PromotionalCredit>, postgres::Error> {
+    let sql =
+        format!("SELECT {PROMOTION_COLUMNS} FROM promotional_credits p WHERE p.id = $1 FOR UPDATE");
+    one(c, &sql, &[&id_bytes(id)], promotion_row)
+}
+
+const BULK_RUN_COLUMNS: &str = "promotional_credit_id, run_id, action, idempotency_key, fingerprint, cursor, progress, lease_until";
+
+pub fn bulk_run(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+) -> Result<Option<BulkRun>, postgres::Error> {
+    let sql = format!("SELECT {BULK_RUN_COLUMNS} FROM bulk_runs WHERE promotional_credit_id = $1");
+    one(c, &sql, &[&id_bytes(promotion_id)], |row| {
+        let fingerprint: Option<&[u8]> = row.try_get(4)?;
+        Ok(BulkRun {
+            promotional_credit_id: id_col(row, 0)?,
+            run_id: id_col(row, 1)?,
+            action: row.try_get(2)?,
+            idempotency_key: row.try_get(3)?,
+            fingerprint: fingerprint.map(|f| f.try_into().expect("fingerprints are 32 bytes")),
+            cursor: opt_id_col(row, 5)?,
+            progress: row.try_get(6)?,
+            lease_until: instant(row.try_get(7)?),
+        })
+    })
+}
+
+pub fn upsert_bulk_run(c: &mut impl GenericClient, run: &BulkRun) -> Result<(), postgres::Error> {
+    c.execute(
+        &format!(
+            "INSERT INTO bulk_runs ({BULK_RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (promotional_credit_id) DO UPDATE SET run_id = excluded.run_id,
+                action = excluded.action, idempotency_key = excluded.idempotency_key,
+                fingerprint = excluded.fingerprint, cursor = excluded.cursor,
+                progress = excluded.progress, lease_until = excluded.lease_until"
+        ),
+        &[
+            &id_bytes(run.promotional_credit_id),
+            &id_bytes(run.run_id),
+            &run.action,
+            &run.idempotency_key,
+            &run.fingerprint.map(|f| f.to_vec()),
+            &opt_id_bytes(run.cursor),
+            &run.progress,
+            &micros(run.lease_until),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete_bulk_run(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "DELETE FROM bulk_runs WHERE promotional_credit_id = $1",
+        &[&id_bytes(promotion_id)],
+    )?;
+    Ok(())
 }

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 
 /// Opens (creating if needed) the database and migrates it.
@@ -1392,4 +1393,55 @@ pub fn entry_in_wallet(c: &Connection, wallet_id: u128, entry_id: u128) -> rusql
             params![ids::to_bytes(entry_id), ids::to_bytes(wallet_id)],
             |row| row.get(0),
         )
+}
+
+// ---- calls to all customers ---------------------------------------------------
+
+/// The campaign row; the write lock `begin` took covers it.
+pub fn lock_promotion(c: &Connection, id: u128) -> rusqlite::Result<Option<PromotionalCredit>> {
+    promotion(c, id)
+}
+
+const BULK_RUN_COLUMNS: &str = "promotional_credit_id, run_id, action, idempotency_key, fingerprint, cursor, progress, lease_until";
+
+pub fn bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<Option<BulkRun>> {
+    c.prepare_cached(&format!(
+        "SELECT {BULK_RUN_COLUMNS} FROM bulk_runs WHERE promotional_credit_id = ?"
+    ))?
+    .query_row([ids::to_bytes(promotion_id)], |row| {
+        Ok(BulkRun {
+            promotional_credit_id: id_col(row, 0)?,
+            run_id: id_col(row, 1)?,
+            action: row.get(2)?,
+            idempotency_key: row.get(3)?,
+            fingerprint: row.get(4)?,
+            cursor: opt_id_col(row, 5)?,
+            progress: row.get(6)?,
+            lease_until: instant(row.get(7)?),
+        })
+    })
+    .optional()
+}
+
+pub fn upsert_bulk_run(c: &Connection, run: &BulkRun) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO bulk_runs ({BULK_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    ))?
+    .execute(params![
+        ids::to_bytes(run.promotional_credit_id),
+        ids::to_bytes(run.run_id),
+        run.action,
+        run.idempotency_key,
+        run.fingerprint,
+        opt_id_bytes(run.cursor),
+        run.progress,
+        micros(run.lease_until),
+    ])?;
+    Ok(())
+}
+
+pub fn delete_bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM bulk_runs WHERE promotional_credit_id = ?")?
+        .execute([ids::to_bytes(promotion_id)])?;
+    Ok(())
 }

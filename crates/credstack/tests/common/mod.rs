@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod pg;
+pub mod process;
 
 use credstack::clock::Clock;
 use credstack::ledger::{Backend, Config, Ledger};
@@ -139,6 +140,17 @@ impl Server {
             key: ADMIN_KEY.to_string(),
             _data: data,
             db,
+        }
+    }
+
+    /// A client of a server running elsewhere (a `serve` process).
+    pub fn remote(base: &str, key: &str) -> Server {
+        Server {
+            base: base.to_string(),
+            client: reqwest::Client::new(),
+            key: key.to_string(),
+            _data: tempfile::tempdir().expect("temp dir"),
+            db: None,
         }
     }
 
