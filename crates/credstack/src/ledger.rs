@@ -599,9 +599,15 @@ fn open_postgres(
     readers: u32,
 ) -> std::result::Result<(Box<dyn Store>, crate::engine::Connect, Readers), String> {
     let cannot = |e: &dyn std::fmt::Display| format!("cannot open the PostgreSQL database: {e}");
-    let pool = store::postgres::open_pool(url, readers).map_err(|e| cannot(&e))?;
     let config = store::postgres::parse_url(url).map_err(|e| cannot(&e))?;
-    let client = store::postgres::connect(&config).map_err(|e| cannot(&e))?;
+    let created = store::postgres::create_database_if_missing(&config)
+        .map_err(|e| cannot(&store::postgres::describe(&e)))?;
+    if created {
+        tracing::info!(database = ?config.get_dbname(), "created the PostgreSQL database");
+    }
+    let pool = store::postgres::open_pool(url, readers).map_err(|e| cannot(&e))?;
+    let client =
+        store::postgres::connect(&config).map_err(|e| cannot(&store::postgres::describe(&e)))?;
     let connect: crate::engine::Connect = Box::new(move || {
         let client = store::postgres::connect(&config)?;
         Ok(Box::new(client) as Box<dyn Store>)

@@ -422,8 +422,23 @@ impl Writer {
         // Lock every wallet the batch names in one statement; wallets found
         // only while applying (a hold's, a campaign's) are locked then.
         let mut named = Vec::new();
+        let (mut holds, mut grants) = (Vec::new(), Vec::new());
         for envelope in batch {
             named_wallets(&envelope.request, &mut named);
+            match &envelope.request {
+                Request::CaptureHold { id, .. } | Request::ReleaseHold { id } => holds.push(*id),
+                Request::VoidGrant { id } => grants.push(*id),
+                _ => {}
+            }
+        }
+        // Wallets named through a hold or a grant join them, so every lock
+        // of the batch is taken in one id order: two nodes capturing and
+        // debiting on the same wallets queue instead of deadlocking.
+        if !holds.is_empty() {
+            named.extend(self.store.hold_wallet_ids(&holds)?);
+        }
+        if !grants.is_empty() {
+            named.extend(self.store.grant_wallet_ids(&grants)?);
         }
         self.lock(&named)?;
         let mut replies = Vec::with_capacity(batch.len());
@@ -1179,6 +1194,8 @@ impl Writer {
 }
 
 /// The wallets a request names directly, to lock before the batch runs.
+/// Campaign grants and revokes lock theirs as they go, after the campaign
+/// row (which serialises them anyway).
 fn named_wallets(request: &Request, out: &mut Vec<u128>) {
     match request {
         Request::UpdateWallet { id, .. } => out.push(*id),

@@ -76,7 +76,7 @@ impl From<::postgres::Error> for StoreError {
         StoreError {
             retryable,
             broken,
-            message: format!("postgres: {error}"),
+            message: format!("postgres: {}", postgres::describe(&error)),
         }
     }
 }
@@ -124,6 +124,10 @@ store_api! {
     /// (so two writers locking overlapping sets cannot deadlock), and
     /// returns each existing wallet's `version`.
     fn lock_wallets(&mut self, ids: &[u128]) -> Vec<(u128, i64)>;
+    /// The wallets these holds belong to, to lock them with the batch's others.
+    fn hold_wallet_ids(&mut self, hold_ids: &[u128]) -> Vec<u128>;
+    /// The wallets these grants belong to, to lock them with the batch's others.
+    fn grant_wallet_ids(&mut self, grant_ids: &[u128]) -> Vec<u128>;
     fn credit_system(&mut self, id: u128) -> Option<CreditSystem>;
     fn credit_system_by_key(&mut self, key: &str) -> Option<CreditSystem>;
     fn list_credit_systems(&mut self, limit: usize, starting_after: Option<u128>) -> Page<CreditSystem>;

@@ -59,6 +59,52 @@ pub fn parse_url(url: &str) -> Result<postgres::Config, OpenError> {
     Ok(config)
 }
 
+/// Creates the database `config` names if the server says it does not
+/// exist, connecting to the `postgres` maintenance database to do it (the
+/// user needs the CREATEDB privilege). Another process creating it at the
+/// same moment is fine. Returns whether this call created it.
+pub fn create_database_if_missing(config: &postgres::Config) -> Result<bool, postgres::Error> {
+    let missing = match config.connect(NoTls) {
+        Ok(_) => return Ok(false),
+        Err(error) => {
+            if error.code() != Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) {
+                return Err(error);
+            }
+            error
+        }
+    };
+    let Some(name) = config.get_dbname().map(str::to_string) else {
+        return Err(missing);
+    };
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let mut client = maintenance.connect(NoTls)?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&format!("CREATE DATABASE {quoted}")) {
+        Ok(()) => Ok(true),
+        // Another process won the race: PostgreSQL reports it either way.
+        Err(error)
+            if error.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE)
+                || error.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The error with the server's own message and code, where `Display`
+/// says only "db error".
+pub fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
+    }
+}
+
 /// Opens one configured connection.
 pub fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
     let mut client = config.connect(NoTls)?;
@@ -67,10 +113,13 @@ pub fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
 }
 
 /// Session settings, the counterpart of SQLite's pragmas: wait at most five
-/// seconds for a row lock (SQLite's busy timeout), and acknowledge a commit
-/// only once it is flushed to disk (`synchronous = FULL`).
+/// seconds for a row lock (SQLite's busy timeout), acknowledge a commit
+/// only once it is flushed to disk (`synchronous = FULL`), and keep
+/// notices ("already exists, skipping") out of the log.
 pub fn configure(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
-    c.batch_execute("SET lock_timeout = '5s'; SET synchronous_commit = on")
+    c.batch_execute(
+        "SET lock_timeout = '5s'; SET synchronous_commit = on; SET client_min_messages = warning",
+    )
 }
 
 /// Applies the migrations not yet applied, in order, in one transaction
@@ -111,11 +160,11 @@ pub type Pool = r2d2::Pool<r2d2_postgres::PostgresConnectionManager<NoTls>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("bad database url: {0}")]
+    #[error("bad database url: {}", describe(.0))]
     Url(postgres::Error),
     #[error(transparent)]
     Pool(#[from] r2d2::Error),
-    #[error(transparent)]
+    #[error("{}", describe(.0))]
     Postgres(#[from] postgres::Error),
 }
 
@@ -181,6 +230,45 @@ pub fn lock_wallets(
     .iter()
     .map(|row| Ok((id_col(row, 0)?, row.try_get(1)?)))
     .collect()
+}
+
+/// The wallets these holds belong to (unknown ids are left out), in one statement.
+pub fn hold_wallet_ids(
+    c: &mut impl GenericClient,
+    hold_ids: &[u128],
+) -> Result<Vec<u128>, postgres::Error> {
+    owners(
+        c,
+        "SELECT wallet_id FROM holds WHERE id = ANY($1)",
+        hold_ids,
+    )
+}
+
+/// The wallets these grants belong to (unknown ids are left out), in one statement.
+pub fn grant_wallet_ids(
+    c: &mut impl GenericClient,
+    grant_ids: &[u128],
+) -> Result<Vec<u128>, postgres::Error> {
+    owners(
+        c,
+        "SELECT wallet_id FROM grants WHERE id = ANY($1)",
+        grant_ids,
+    )
+}
+
+fn owners(
+    c: &mut impl GenericClient,
+    sql: &str,
+    ids: &[u128],
+) -> Result<Vec<u128>, postgres::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Vec<u8>> = ids.iter().map(|&id| id_bytes(id)).collect();
+    c.query(sql, &[&keys])?
+        .iter()
+        .map(|row| id_col(row, 0))
+        .collect()
 }
 
 // ---- value mapping ----------------------------------------------------------

@@ -86,6 +86,36 @@ pub fn lock_wallets(c: &Connection, ids: &[u128]) -> rusqlite::Result<Vec<(u128,
     Ok(versions)
 }
 
+/// The wallets these holds belong to (unknown ids are left out).
+pub fn hold_wallet_ids(c: &Connection, hold_ids: &[u128]) -> rusqlite::Result<Vec<u128>> {
+    let mut statement = c.prepare_cached("SELECT wallet_id FROM holds WHERE id = ?")?;
+    let mut wallets = Vec::with_capacity(hold_ids.len());
+    for &id in hold_ids {
+        if let Some(wallet) = statement
+            .query_row([ids::to_bytes(id)], |row| id_col(row, 0))
+            .optional()?
+        {
+            wallets.push(wallet);
+        }
+    }
+    Ok(wallets)
+}
+
+/// The wallets these grants belong to (unknown ids are left out).
+pub fn grant_wallet_ids(c: &Connection, grant_ids: &[u128]) -> rusqlite::Result<Vec<u128>> {
+    let mut statement = c.prepare_cached("SELECT wallet_id FROM grants WHERE id = ?")?;
+    let mut wallets = Vec::with_capacity(grant_ids.len());
+    for &id in grant_ids {
+        if let Some(wallet) = statement
+            .query_row([ids::to_bytes(id)], |row| id_col(row, 0))
+            .optional()?
+        {
+            wallets.push(wallet);
+        }
+    }
+    Ok(wallets)
+}
+
 // ---- value mapping ----------------------------------------------------------
 
 pub fn micros(at: Instant) -> i64 {
