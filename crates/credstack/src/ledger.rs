@@ -470,6 +470,14 @@ impl Ledger {
                 }
                 return Reply::Fresh(Err(error));
             }
+            // Another call (perhaps this one's retry) owns the run now and
+            // will keep the answer; keep nothing under the key here.
+            Err(
+                error @ Error::Conflict {
+                    code: "bulk_run_taken_over",
+                    ..
+                },
+            ) => return Reply::Fresh(Err(error)),
             Err(error) => (self.inner.render)(&Err(error)),
         };
         let finish = Request::FinishBulkRun {

@@ -2291,18 +2291,16 @@ async fn rule_25_concurrent_all_customers_grants_with_one_key_run_once() {
         server.post_key(&path, all.clone(), "same-key"),
         server.post_key(&path, all.clone(), "same-key"),
     );
-    // A repeat changes nothing: it replays the first response, or is refused
-    // while the first is still running.
+    // The repeat waits for the first call and replays its response.
     for response in [&first, &second] {
-        assert!(
-            response.status.as_u16() == 200 || response.status.as_u16() == 409,
-            "{}",
-            response.body
-        );
+        assert_eq!(response.status.as_u16(), 200, "{}", response.body);
     }
-    if first.status.as_u16() == 200 && second.status.as_u16() == 200 {
-        assert_eq!(first.body, second.body, "the same response");
-    }
+    assert_eq!(first.body, second.body, "the same response");
+    let replayed = [&first, &second]
+        .iter()
+        .filter(|r| r.headers.get("idempotent-replayed").is_some())
+        .count();
+    assert_eq!(replayed, 1);
     for wallet in &wallets {
         assert_eq!(
             server.grants(wallet).await.len(),
@@ -2311,4 +2309,75 @@ async fn rule_25_concurrent_all_customers_grants_with_one_key_run_once() {
         );
     }
     assert_eq!(counts(&server.promo_get(&promo).await), (40, 0));
+}
+
+#[tokio::test]
+async fn rule_22_a_stalled_call_to_all_customers_is_taken_over_and_changes_nothing_after() {
+    use credstack::engine::{BulkClaim, BulkClaimRequest, Outcome, Request, RunStep};
+    use credstack::error::Error;
+    use credstack::ids::{Kind, parse};
+    let server = Server::start().await;
+    let ledger = server.ledger.clone().unwrap();
+    let cs = server.credit_system("ai", 0).await;
+    let mut members = Vec::new();
+    for index in 0..3 {
+        members.push(server.member(&cs, &format!("Customer {index}")).await);
+    }
+    let promo = server
+        .promo(&cs, "10", json!({"allow_multiple_grants": true}))
+        .await;
+    let promotion_id = parse(Kind::PromotionalCredit, &promo).unwrap();
+    let path = format!("/v1/promotional_credits/{promo}/grant");
+    let now = chrono::Utc::now();
+    // A claim made at `now + at` holding the campaign until `now + until`.
+    let claim = |at: i64, until: i64| {
+        Request::ClaimBulkRun(BulkClaimRequest {
+            promotion_id,
+            run_id: 1,
+            action: "grant".into(),
+            idempotency: None,
+            wall_now: now + chrono::Duration::seconds(at),
+            lease_until: now + chrono::Duration::seconds(until),
+        })
+    };
+
+    // A call holding a live lease: another call is refused, and changes nothing.
+    let started = ledger.execute(claim(0, 60)).await.unwrap();
+    assert!(matches!(
+        started,
+        Outcome::BulkClaim(BulkClaim::Started { cursor: None, .. })
+    ));
+    let refused = server.post(&path, json!({"all_customers": true})).await;
+    assert_error(&refused, 409, "bulk_run_in_progress", None);
+
+    // Its lease passes (its process died, say; here it is claimed again from
+    // the future, leaving a lease already over): a new call takes over and
+    // grants everyone once.
+    let again = ledger.execute(claim(120, -1)).await.unwrap();
+    assert!(matches!(again, Outcome::BulkClaim(BulkClaim::Started { .. })));
+    let done = server
+        .post(&path, json!({"all_customers": true}))
+        .await
+        .ok();
+    assert_eq!(done.body["granted_count"], 3);
+
+    // The stalled call wakes up: its next chunk is refused before it grants
+    // anybody.
+    let customer = parse(Kind::Customer, &members[0].0).unwrap();
+    let chunk = Request::GrantPromotion {
+        id: promotion_id,
+        customer_ids: vec![customer],
+        run: Some(RunStep {
+            run_id: 1,
+            cursor: customer,
+            lease_until: chrono::Utc::now() + chrono::Duration::seconds(10),
+        }),
+    };
+    match ledger.execute(chunk).await {
+        Err(Error::Conflict { code, .. }) => assert_eq!(code, "bulk_run_taken_over"),
+        other => panic!("a stalled chunk ran: {other:?}"),
+    }
+    for (_, wallet) in &members {
+        assert_eq!(server.grants(wallet).await.len(), 1, "granted once");
+    }
 }

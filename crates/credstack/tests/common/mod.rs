@@ -22,6 +22,9 @@ pub struct Server {
     _data: tempfile::TempDir,
     /// The PostgreSQL database, when the suite runs on PostgreSQL.
     pub db: Option<pg::TestDb>,
+    /// The ledger behind an in-process server, for tests that drive its
+    /// Rust API directly.
+    pub ledger: Option<Ledger>,
 }
 
 /// Whether this test target runs its servers on PostgreSQL: the targets
@@ -131,7 +134,7 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(credstack::server::run(
             listener,
-            ledger,
+            ledger.clone(),
             std::future::pending(),
         ));
         Server {
@@ -140,6 +143,7 @@ impl Server {
             key: ADMIN_KEY.to_string(),
             _data: data,
             db,
+            ledger: Some(ledger),
         }
     }
 
@@ -151,6 +155,7 @@ impl Server {
             key: key.to_string(),
             _data: tempfile::tempdir().expect("temp dir"),
             db: None,
+            ledger: None,
         }
     }
 
