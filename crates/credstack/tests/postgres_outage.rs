@@ -153,7 +153,11 @@ async fn connections_killed_under_load_lose_nothing_acknowledged() {
                 break;
             }
             tries += 1;
-            assert!(tries < 100, "the service did not recover: {}", response.body);
+            assert!(
+                tries < 100,
+                "the service did not recover: {}",
+                response.body
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -173,7 +177,10 @@ async fn connections_killed_under_load_lose_nothing_acknowledged() {
             .filter(|e| e["type"] == "debit")
             .map(|e| -e["amount"].as_str().unwrap().parse::<i64>().unwrap())
             .sum();
-        assert_eq!(debited, expected, "{wallet}: every key applied exactly once");
+        assert_eq!(
+            debited, expected,
+            "{wallet}: every key applied exactly once"
+        );
         let balance = server.balance(wallet).await;
         assert_eq!(
             balance["balance"].as_str().unwrap().parse::<i64>().unwrap(),

@@ -2354,7 +2354,10 @@ async fn rule_22_a_stalled_call_to_all_customers_is_taken_over_and_changes_nothi
     // the future, leaving a lease already over): a new call takes over and
     // grants everyone once.
     let again = ledger.execute(claim(120, -1)).await.unwrap();
-    assert!(matches!(again, Outcome::BulkClaim(BulkClaim::Started { .. })));
+    assert!(matches!(
+        again,
+        Outcome::BulkClaim(BulkClaim::Started { .. })
+    ));
     let done = server
         .post(&path, json!({"all_customers": true}))
         .await

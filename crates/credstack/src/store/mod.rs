@@ -4,7 +4,7 @@
 //! - [`postgres`]: one PostgreSQL database shared by several processes.
 //!
 //! Both backends implement every method with the same meaning; the
-//! conformance suites (`tests/postgres_store.rs` at this level, and every
+//! conformance suites (`tests/store_conformance.rs` at this level, and every
 //! HTTP suite with `CREDSTACK_TEST_BACKEND=postgres`) hold them to it. A
 //! method runs inside whatever transaction the caller holds; the writer
 //! opens one per batch with [`Store::begin`].

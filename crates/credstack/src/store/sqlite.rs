@@ -33,21 +33,46 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 
 pub fn configure(connection: &Connection) -> rusqlite::Result<()> {
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
+    // Switching a new file to WAL needs a moment alone with it; a second
+    // process opening the file at the same instant may be told it is busy.
+    let mut tries = 0;
+    loop {
+        match connection.pragma_update(None, "journal_mode", "WAL") {
+            Err(error)
+                if tries < 50
+                    && error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => break other?,
+        }
+    }
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
 
 fn migrate(connection: &Connection) -> rusqlite::Result<()> {
-    let version: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let transaction = connection.unchecked_transaction()?;
-        transaction.execute_batch(sql)?;
-        transaction.pragma_update(None, "user_version", index + 1)?;
-        transaction.commit()?;
+    // Read the version under the write lock, so two processes opening a new
+    // file at once apply each migration once: the second waits (busy
+    // timeout), then finds the version moved.
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| {
+        let version: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            connection.execute_batch(sql)?;
+            connection.pragma_update(None, "user_version", index + 1)?;
+        }
+        Ok(())
+    })();
+    match applied {
+        Ok(()) => connection.execute_batch("COMMIT"),
+        Err(error) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(error)
+        }
     }
-    Ok(())
 }
 
 // ---- transactions -------------------------------------------------------------
@@ -70,12 +95,15 @@ pub fn rollback(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch("ROLLBACK")
 }
 
-/// The versions of these wallets. The write lock `begin` took already
-/// covers every row, so this only reads.
+/// The versions of these wallets, in id order, each once. The write lock
+/// `begin` took already covers every row, so this only reads.
 pub fn lock_wallets(c: &Connection, ids: &[u128]) -> rusqlite::Result<Vec<(u128, i64)>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     let mut statement = c.prepare_cached("SELECT version FROM wallets WHERE id = ?")?;
     let mut versions = Vec::with_capacity(ids.len());
-    for &id in ids {
+    for id in ids {
         if let Some(version) = statement
             .query_row([ids::to_bytes(id)], |row| row.get(0))
             .optional()?
@@ -1370,7 +1398,14 @@ pub fn entries_with_purpose(
 ) -> rusqlite::Result<Option<PurposeLedger>> {
     let limit = limit.min(CHART_ENTRIES_MAX);
     let key = ids::to_bytes(wallet_id);
-    let snapshot = c.unchecked_transaction()?;
+    // One snapshot for the debt and the entries: the caller's transaction,
+    // or a read transaction of our own (ended, unchanged, when dropped).
+    let own = if c.is_autocommit() {
+        Some(c.unchecked_transaction()?)
+    } else {
+        None
+    };
+    let snapshot = c;
     let debt: Option<i64> = snapshot
         .prepare_cached("SELECT debt FROM wallets WHERE id = ?")?
         .query_row([key], |row| row.get(0))
@@ -1412,7 +1447,9 @@ pub fn entries_with_purpose(
             None => {}
         }
     }
-    snapshot.finish()?;
+    if let Some(own) = own {
+        own.finish()?;
+    }
     Ok(Some(ledger))
 }
 
