@@ -5,7 +5,7 @@
 //!
 //! Both backends implement every method with the same meaning; the
 //! conformance suites (`tests/store_conformance.rs` at this level, and every
-//! HTTP suite with `CREDSTACK_TEST_BACKEND=postgres`) hold them to it. A
+//! end-to-end suite's `_postgres` twin over HTTP) hold them to it. A
 //! method runs inside whatever transaction the caller holds; the writer
 //! opens one per batch with [`Store::begin`].
 //!
