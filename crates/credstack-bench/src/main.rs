@@ -199,9 +199,11 @@ async fn promo_grant_all(customers: usize) -> Figure {
     let last = std::sync::Mutex::new(None);
     let reply = ledger
         .to_all(
-            credstack::ledger::BulkAction::Grant,
-            promotion.promotion.id,
-            None,
+            credstack::ledger::BulkCall::new(
+                credstack::ledger::BulkAction::Grant,
+                promotion.promotion.id,
+                None,
+            ),
             &|so_far| *last.lock().unwrap() = Some(so_far.clone()),
             &|_| serde_json::Value::Null,
         )

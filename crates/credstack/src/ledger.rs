@@ -44,7 +44,6 @@ struct Inner {
     /// When a missed key last reloaded `api_keys`.
     keys_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     render: Render,
-    jobs: crate::jobs::Jobs,
 }
 
 /// Where the ledger keeps its data.
@@ -100,7 +99,6 @@ impl Ledger {
                 api_keys: RwLock::new(api_keys),
                 keys_reloaded: std::sync::Mutex::new(None),
                 render: config.render,
-                jobs: crate::jobs::Jobs::default(),
             }),
         })
     }
@@ -373,8 +371,48 @@ pub enum BulkAction {
     Revoke,
 }
 
+/// A call to all customers of a campaign.
+#[derive(Clone, Debug)]
+pub struct BulkCall {
+    pub action: BulkAction,
+    pub promotion_id: u128,
+    pub idempotency: Option<Idempotency>,
+    /// The run's id; the console shows it as the job's id.
+    pub run_id: u128,
+    /// Customers the caller expects the call to consider, for progress.
+    pub total: Option<u64>,
+}
+
+impl BulkCall {
+    pub fn new(
+        action: BulkAction,
+        promotion_id: u128,
+        idempotency: Option<Idempotency>,
+    ) -> BulkCall {
+        BulkCall {
+            action,
+            promotion_id,
+            idempotency,
+            run_id: ulid::Ulid::generate().0,
+            total: None,
+        }
+    }
+}
+
+/// How a call to all customers starts.
+#[derive(Clone, Debug)]
+pub enum Claimed {
+    /// The same keyed call finished before: its answer.
+    Replayed(crate::records::StoredResponse),
+    /// The campaign is this call's; it starts after `cursor`.
+    Started {
+        cursor: Option<u128>,
+        counts: crate::records::BulkCounts,
+    },
+}
+
 impl BulkAction {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             BulkAction::Grant => "grant",
             BulkAction::Revoke => "revoke",
@@ -402,59 +440,82 @@ impl Ledger {
     /// sees the outcome so far after each commit.
     pub async fn to_all(
         &self,
-        action: BulkAction,
-        promotion_id: u128,
-        idempotency: Option<Idempotency>,
+        call: BulkCall,
         progress: &Progress<'_>,
         render: &(dyn Fn(&BulkOutcome) -> serde_json::Value + Send + Sync),
     ) -> Reply {
-        let run_id = ulid::Ulid::generate().0;
-        let (cursor, counts) = loop {
-            if let Some(idempotency) = &idempotency {
-                match self.stored_response(idempotency).await {
-                    Ok(Some(stored)) => return Reply::Replayed(stored),
-                    Ok(None) => {}
-                    Err(error) => return Reply::Fresh(Err(error)),
-                }
+        match self.claim_to_all(&call).await {
+            Ok(Claimed::Replayed(stored)) => Reply::Replayed(stored),
+            Ok(Claimed::Started { cursor, counts }) => {
+                self.run_to_all(&call, cursor, counts, progress, render)
+                    .await
+            }
+            Err(error) => Reply::Fresh(Err(error)),
+        }
+    }
+
+    /// The first half of [`Ledger::to_all`]: replays a finished keyed
+    /// call, waits for a running repeat of this call, refuses while another
+    /// call runs, or claims the campaign for this one.
+    pub async fn claim_to_all(&self, call: &BulkCall) -> Result<Claimed> {
+        loop {
+            if let Some(idempotency) = &call.idempotency
+                && let Some(stored) = self.stored_response(idempotency).await?
+            {
+                return Ok(Claimed::Replayed(stored));
             }
             let wall_now = chrono::Utc::now();
             let claim = crate::engine::BulkClaimRequest {
-                promotion_id,
-                run_id,
-                action: action.as_str().to_string(),
-                idempotency: idempotency.clone(),
+                promotion_id: call.promotion_id,
+                run_id: call.run_id,
+                action: call.action.as_str().to_string(),
+                idempotency: call.idempotency.clone(),
                 wall_now,
                 lease_until: wall_now + chrono::Duration::seconds(BULK_LEASE_SECONDS),
+                total: call.total,
             };
-            match self.execute(Request::ClaimBulkRun(claim)).await {
-                Ok(Outcome::BulkClaim(BulkClaim::Started { cursor, counts })) => {
-                    break (cursor, counts);
+            match self.execute(Request::ClaimBulkRun(claim)).await? {
+                Outcome::BulkClaim(BulkClaim::Started { cursor, counts }) => {
+                    return Ok(Claimed::Started { cursor, counts });
                 }
-                Ok(Outcome::BulkClaim(BulkClaim::Busy {
+                Outcome::BulkClaim(BulkClaim::Busy {
                     same_call: true, ..
-                })) => {
-                    tokio::time::sleep(BULK_POLL).await;
-                }
-                Ok(Outcome::BulkClaim(BulkClaim::Busy { action, .. })) => {
-                    return Reply::Fresh(Err(Error::conflict(
+                }) => tokio::time::sleep(BULK_POLL).await,
+                Outcome::BulkClaim(BulkClaim::Busy { action, .. }) => {
+                    return Err(Error::conflict(
                         "bulk_run_in_progress",
                         format!(
                             "a {action} to all customers of this promotional credit is already running; wait for it to finish"
                         ),
-                    )));
+                    ));
                 }
-                Ok(other) => unreachable!("a claim answers a claim: {other:?}"),
-                Err(error) => return Reply::Fresh(Err(error)),
+                other => unreachable!("a claim answers a claim: {other:?}"),
             }
-        };
+        }
+    }
+
+    /// The second half of [`Ledger::to_all`]: runs a claimed call from
+    /// `cursor` and ends it, keeping its answer under its key.
+    pub async fn run_to_all(
+        &self,
+        call: &BulkCall,
+        cursor: Option<u128>,
+        counts: crate::records::BulkCounts,
+        progress: &Progress<'_>,
+        render: &(dyn Fn(&BulkOutcome) -> serde_json::Value + Send + Sync),
+    ) -> Reply {
+        let (promotion_id, run_id) = (call.promotion_id, call.run_id);
         let result = self
-            .run_chunks(action, promotion_id, run_id, cursor, counts, progress)
+            .run_chunks(call.action, promotion_id, run_id, cursor, counts, progress)
             .await;
-        let response = match result {
-            Ok(outcome) => crate::records::StoredResponse {
-                status: 200,
-                body: render(&outcome).to_string(),
-            },
+        let (response, error) = match result {
+            Ok(outcome) => {
+                let response = crate::records::StoredResponse {
+                    status: 200,
+                    body: render(&outcome).to_string(),
+                };
+                (response, None)
+            }
             Err(error @ (Error::Unavailable | Error::Contended)) => {
                 // Nothing to keep: let a retry start (or, with the key,
                 // resume) at once rather than after the lease.
@@ -478,14 +539,24 @@ impl Ledger {
                     ..
                 },
             ) => return Reply::Fresh(Err(error)),
-            Err(error) => (self.inner.render)(&Err(error)),
+            Err(error) => {
+                let response = (self.inner.render)(&Err(error));
+                let body: serde_json::Value =
+                    serde_json::from_str(&response.body).unwrap_or_default();
+                let message = body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the call to all customers failed")
+                    .to_string();
+                (response, Some(message))
+            }
         };
         let finish = Request::FinishBulkRun {
             promotion_id,
             run_id,
             response,
+            error,
         };
-        self.submit(finish, idempotency).await
+        self.submit(finish, call.idempotency.clone()).await
     }
 
     async fn run_chunks(
@@ -554,11 +625,6 @@ impl Ledger {
             cursor = Some(last);
             progress(&outcome);
         }
-    }
-
-    /// Background jobs the console started in this process.
-    pub fn jobs(&self) -> &crate::jobs::Jobs {
-        &self.inner.jobs
     }
 
     /// The response kept under an idempotency key, if the key was used

@@ -14,7 +14,6 @@ pub mod error;
 pub mod history;
 pub mod http;
 pub mod ids;
-pub mod jobs;
 pub mod ledger;
 pub mod records;
 pub mod server;

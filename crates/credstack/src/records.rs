@@ -299,6 +299,12 @@ pub struct BulkRun {
     pub progress: String,
     /// Wall-clock time after which another call may take the run over.
     pub lease_until: Instant,
+    /// Customers the call expected to consider, when its caller knew.
+    pub total: Option<u64>,
+    /// When the call ended; an ended run is kept until the next call.
+    pub finished_at: Option<Instant>,
+    /// Why the call failed, if it did.
+    pub error: Option<String>,
 }
 
 /// A response kept for an idempotency key (SPEC rule 18).

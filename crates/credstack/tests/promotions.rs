@@ -2338,6 +2338,7 @@ async fn rule_22_a_stalled_call_to_all_customers_is_taken_over_and_changes_nothi
             idempotency: None,
             wall_now: now + chrono::Duration::seconds(at),
             lease_until: now + chrono::Duration::seconds(until),
+            total: None,
         })
     };
 

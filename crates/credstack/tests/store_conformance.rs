@@ -1537,6 +1537,9 @@ fn bulk_runs_round_trip_under_the_campaign_lock(store: &mut dyn Store) {
         cursor: None,
         progress: r#"{"done":0,"skipped":0,"skipped_by_reason":{}}"#.into(),
         lease_until: at(10),
+        total: Some(1002),
+        finished_at: None,
+        error: None,
     };
     store.upsert_bulk_run(&run).unwrap();
     store.commit().unwrap();
@@ -1548,12 +1551,21 @@ fn bulk_runs_round_trip_under_the_campaign_lock(store: &mut dyn Store) {
     store.upsert_bulk_run(&run).unwrap();
     assert_eq!(store.bulk_run(id(10)).unwrap().as_ref(), Some(&run));
 
+    // An ended call stays, with its outcome, until the next claim.
+    run.finished_at = Some(at(25));
+    run.error = Some("the promotional credit is not active".into());
+    store.upsert_bulk_run(&run).unwrap();
+    assert_eq!(store.bulk_run(id(10)).unwrap().as_ref(), Some(&run));
+
     let taken_over = BulkRun {
         run_id: id(31),
         action: "revoke".into(),
         idempotency_key: None,
         fingerprint: None,
         cursor: None,
+        total: None,
+        finished_at: None,
+        error: None,
         ..run.clone()
     };
     store.upsert_bulk_run(&taken_over).unwrap();

@@ -7,14 +7,13 @@
 use super::credit_systems;
 use super::session::Submitted;
 use super::{FieldErrors, Layout, Operator, done, not_found, render, render_with, unavailable};
-use crate::engine::Reply;
 use crate::engine::{
     NewPromotion, Outcome, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionView, Request,
 };
 use crate::ids::{self, Kind};
-use crate::jobs::JobState;
 use crate::ledger::BulkAction;
 use crate::ledger::Ledger;
+use crate::ledger::{BulkCall, Claimed};
 use crate::records::{CreditSystem, PromotionCustomer};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -418,24 +417,52 @@ pub struct JobView {
     pub error: Option<String>,
 }
 
-impl From<&JobState> for JobView {
-    fn from(job: &JobState) -> JobView {
+impl JobView {
+    /// The job from the campaign's call to all customers in the store, so
+    /// any node shows it, whichever node runs it. A call whose lease has
+    /// passed unfinished stopped with its process.
+    fn from_run(run: &crate::records::BulkRun, wall_now: Instant) -> JobView {
+        let counts: crate::records::BulkCounts =
+            serde_json::from_str(&run.progress).unwrap_or_default();
+        let stalled = run.finished_at.is_none() && run.lease_until < wall_now;
+        let finished = run.finished_at.is_some() || stalled;
+        let total = run.total.unwrap_or(0);
+        let percent = if finished || total == 0 {
+            100
+        } else {
+            ((counts.done + counts.skipped) * 100 / total).min(99)
+        };
+        let error = run.error.clone().or_else(|| {
+            stalled.then(|| {
+                "The job stopped before it finished (its server went away). \
+                 Start it again to finish it."
+                    .to_string()
+            })
+        });
         JobView {
-            id: ids::format(Kind::Job, job.id),
-            action: job.action,
-            total: job.total,
-            done: job.done,
-            skipped: job.skipped,
-            reasons: job
-                .skipped_by_reason
-                .iter()
-                .map(|(r, n)| (r.clone(), *n))
-                .collect(),
-            percent: job.percent(),
-            finished: job.finished,
-            error: job.error.clone(),
+            id: ids::format(Kind::Job, run.run_id),
+            action: if run.action == "grant" {
+                "grant"
+            } else {
+                "revoke"
+            },
+            total,
+            done: counts.done,
+            skipped: counts.skipped,
+            reasons: counts.skipped_by_reason.into_iter().collect(),
+            percent,
+            finished,
+            error,
         }
     }
+}
+
+/// The job `job` (a `job_…` id) of campaign `id`, if it is the campaign's
+/// latest call to all customers.
+async fn job_view(ledger: &Ledger, id: u128, job: &str) -> Option<JobView> {
+    let run_id = ids::parse(Kind::Job, job)?;
+    let run = ledger.read(move |c| c.bulk_run(id)).await.ok()??;
+    (run.run_id == run_id).then(|| JobView::from_run(&run, Utc::now()))
 }
 
 #[derive(Deserialize, Default)]
@@ -508,12 +535,10 @@ async fn details_page(
         return Err(not_found(operator));
     };
     let systems = credit_systems::all(ledger).await.map_err(unavailable)?;
-    let job = query
-        .job
-        .as_deref()
-        .and_then(|j| ids::parse(Kind::Job, j))
-        .and_then(|j| ledger.jobs().get(j))
-        .map(|j| JobView::from(&j));
+    let job = match query.job.as_deref() {
+        Some(job) => job_view(ledger, id, job).await,
+        None => None,
+    };
     let next_after = page
         .has_more
         .then(|| {
@@ -766,38 +791,31 @@ async fn start_job(ledger: &Ledger, id: u128, action: &'static str, back: String
         }
     }
     .unwrap_or(0);
-    let job_id = ulid::Ulid::generate().0;
-    ledger.jobs().start(JobState {
-        id: job_id,
-        promotion_id: id,
-        action,
-        total,
-        ..JobState::default()
-    });
+    let action = match action {
+        "grant" => BulkAction::Grant,
+        _ => BulkAction::Revoke,
+    };
+    let call = BulkCall {
+        total: Some(total),
+        ..BulkCall::new(action, id, None)
+    };
+    // Claim now, so a refusal (another call running) shows at once and the
+    // job is in the store before the page asks for it.
+    let (cursor, counts) = match ledger.claim_to_all(&call).await {
+        Ok(Claimed::Started { cursor, counts }) => (cursor, counts),
+        Ok(Claimed::Replayed(_)) => unreachable!("a call without a key never replays"),
+        Err(error) => {
+            let message = crate::http::error::ApiError::from(error).message;
+            return done(&back, &message);
+        }
+    };
     let worker = ledger.clone();
+    let job_id = call.run_id;
     tokio::spawn(async move {
-        let progress =
-            |outcome: &crate::ledger::BulkOutcome| worker.jobs().progress(job_id, outcome);
-        let action = match action {
-            "grant" => BulkAction::Grant,
-            _ => BulkAction::Revoke,
-        };
-        let reply = worker
-            .to_all(action, id, None, &progress, &|_| serde_json::Value::Null)
+        // The outcome, error included, is kept in the store with the run.
+        worker
+            .run_to_all(&call, cursor, counts, &|_| {}, &|_| serde_json::Value::Null)
             .await;
-        let result = match reply {
-            Reply::Fresh(Err(error)) => Err(crate::http::error::ApiError::from(error).message),
-            Reply::Fresh(Ok(Outcome::Rendered(response))) if response.status >= 400 => {
-                let body: serde_json::Value =
-                    serde_json::from_str(&response.body).unwrap_or_default();
-                Err(body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("the call to all customers failed")
-                    .to_string())
-            }
-            _ => Ok(()),
-        };
-        worker.jobs().finish(job_id, result);
     });
     let separator = if back.contains('?') { '&' } else { '?' };
     Redirect::to(&format!(
@@ -982,10 +1000,12 @@ pub async fn job_progress(
     operator: Operator,
     Path((id, job)): Path<(String, String)>,
 ) -> Response {
-    let job = ids::parse(Kind::Job, &job).and_then(|j| ledger.jobs().get(j));
-    match job {
+    let Some(promotion_id) = promotion_id(&id) else {
+        return not_found(&operator);
+    };
+    match job_view(&ledger, promotion_id, &job).await {
         Some(job) => render(&JobFragment {
-            job: JobView::from(&job),
+            job,
             promotion_id: id,
         }),
         None => not_found(&operator),

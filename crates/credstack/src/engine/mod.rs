@@ -85,7 +85,7 @@ impl Idempotency {
 
 pub use promotions::{
     BulkClaim, BulkClaimRequest, NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit,
-    PromotionGrant, PromotionRevoke, PromotionView, RunStep,
+    PromotionGrant, PromotionRevoke, PromotionView, RunEnd, RunStep,
 };
 
 #[derive(Clone, Debug)]
@@ -178,6 +178,8 @@ pub enum Request {
         promotion_id: u128,
         run_id: u128,
         response: StoredResponse,
+        /// The message of the error the call ended with, if any.
+        error: Option<String>,
     },
     /// Lets another call take over a call to all customers that failed.
     ReleaseBulkRun {
@@ -786,15 +788,23 @@ impl Writer {
                 promotion_id,
                 run_id,
                 response,
+                error,
             } => {
-                self.end_bulk_run(*promotion_id, *run_id, None)?;
+                let end = RunEnd::Finished {
+                    at: chrono::Utc::now(),
+                    error: error.clone(),
+                };
+                self.end_bulk_run(*promotion_id, *run_id, end)?;
                 Ok(Outcome::Rendered(response.clone()))
             }
             Request::ReleaseBulkRun {
                 promotion_id,
                 run_id,
             } => {
-                self.end_bulk_run(*promotion_id, *run_id, Some(chrono::Utc::now()))?;
+                let end = RunEnd::Released {
+                    at: chrono::Utc::now(),
+                };
+                self.end_bulk_run(*promotion_id, *run_id, end)?;
                 Ok(Outcome::Done)
             }
             Request::PurgeExpired => {

@@ -88,6 +88,8 @@ impl Writer {
                 })
         };
         let (cursor, counts) = match self.store.bulk_run(claim.promotion_id)? {
+            // An ended call is kept only to show its outcome.
+            Some(run) if run.finished_at.is_some() => (None, BulkCounts::default()),
             Some(run) if run.lease_until > claim.wall_now => {
                 return Ok(Outcome::BulkClaim(BulkClaim::Busy {
                     same_call: same_call(&run),
@@ -109,6 +111,9 @@ impl Writer {
             cursor,
             progress: serde_json::to_string(&counts).expect("counts serialize"),
             lease_until: claim.lease_until,
+            total: claim.total,
+            finished_at: None,
+            error: None,
         })?;
         Ok(Outcome::BulkClaim(BulkClaim::Started { cursor, counts }))
     }
@@ -117,7 +122,7 @@ impl Writer {
     /// passed may have been taken over) before a chunk changes anything.
     fn check_run(&mut self, promotion_id: u128, step: &RunStep) -> Result<BulkRun> {
         match self.store.bulk_run(promotion_id)? {
-            Some(run) if run.run_id == step.run_id => Ok(run),
+            Some(run) if run.run_id == step.run_id && run.finished_at.is_none() => Ok(run),
             _ => Err(Error::conflict(
                 "bulk_run_taken_over",
                 "this call to all customers stalled and another call took it over",
@@ -149,24 +154,34 @@ impl Writer {
         Ok(())
     }
 
-    /// Ends a run: deletes it, or with `lease_until` keeps it (so a retry
-    /// with its key can resume) but lets any call take it over from then.
+    /// Ends a run: marks it finished (with the error that ended it, if
+    /// any), or, given `release_at`, leaves it unfinished (so a retry with
+    /// its key can resume) but lets any call take it over from then.
     pub(super) fn end_bulk_run(
         &mut self,
         promotion_id: u128,
         run_id: u128,
-        lease_until: Option<Instant>,
+        end: RunEnd,
     ) -> Result<()> {
         self.promotion(promotion_id)?;
-        match self.store.bulk_run(promotion_id)? {
-            Some(run) if run.run_id == run_id => match lease_until {
-                None => self.store.delete_bulk_run(promotion_id)?,
-                Some(lease_until) => self
-                    .store
-                    .upsert_bulk_run(&BulkRun { lease_until, ..run })?,
-            },
-            _ => {}
+        let Some(run) = self.store.bulk_run(promotion_id)? else {
+            return Ok(());
+        };
+        if run.run_id != run_id || run.finished_at.is_some() {
+            return Ok(());
         }
+        let run = match end {
+            RunEnd::Finished { at, error } => BulkRun {
+                finished_at: Some(at),
+                error,
+                ..run
+            },
+            RunEnd::Released { at } => BulkRun {
+                lease_until: at,
+                ..run
+            },
+        };
+        self.store.upsert_bulk_run(&run)?;
         Ok(())
     }
 
@@ -487,6 +502,13 @@ pub struct RunStep {
     pub lease_until: Instant,
 }
 
+/// How a call to all customers ends (wall-clock instants).
+#[derive(Clone, Debug)]
+pub enum RunEnd {
+    Finished { at: Instant, error: Option<String> },
+    Released { at: Instant },
+}
+
 #[derive(Clone, Debug)]
 pub struct BulkClaimRequest {
     pub promotion_id: u128,
@@ -497,6 +519,8 @@ pub struct BulkClaimRequest {
     /// Wall-clock now, and the lease this claim takes.
     pub wall_now: Instant,
     pub lease_until: Instant,
+    /// Customers the call expects to consider, if the caller counted them.
+    pub total: Option<u64>,
 }
 
 #[derive(Clone, Debug)]

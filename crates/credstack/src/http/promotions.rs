@@ -8,7 +8,7 @@ use super::wire::*;
 use super::{reply, reply_result};
 use crate::engine::{NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionView, Request};
 use crate::ids::Kind;
-use crate::ledger::BulkAction;
+use crate::ledger::{BulkAction, BulkCall};
 use crate::ledger::{BulkOutcome, Ledger};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -243,7 +243,11 @@ pub async fn grant_promotional_credit(
             };
             Ok(reply(
                 ledger
-                    .to_all(BulkAction::Grant, id, idempotency, &|_| {}, &render)
+                    .to_all(
+                        BulkCall::new(BulkAction::Grant, id, idempotency),
+                        &|_| {},
+                        &render,
+                    )
                     .await,
             ))
         }
@@ -284,7 +288,11 @@ pub async fn revoke_promotional_credit(
             };
             Ok(reply(
                 ledger
-                    .to_all(BulkAction::Revoke, id, idempotency, &|_| {}, &render)
+                    .to_all(
+                        BulkCall::new(BulkAction::Revoke, id, idempotency),
+                        &|_| {},
+                        &render,
+                    )
                     .await,
             ))
         }

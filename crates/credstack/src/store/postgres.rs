@@ -27,6 +27,7 @@ pub use super::sqlite::{CHART_ENTRIES_MAX, PurposeLedger, instant, micros};
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres_schema_v1.sql"),
     include_str!("postgres_schema_v2.sql"),
+    include_str!("postgres_schema_v3.sql"),
 ];
 
 /// The schema version a migrated database is at.
@@ -1719,7 +1720,7 @@ pub fn lock_promotion(
     one(c, &sql, &[&id_bytes(id)], promotion_row)
 }
 
-const BULK_RUN_COLUMNS: &str = "promotional_credit_id, run_id, action, idempotency_key, fingerprint, cursor, progress, lease_until";
+const BULK_RUN_COLUMNS: &str = "promotional_credit_id, run_id, action, idempotency_key, fingerprint, cursor, progress, lease_until, total, finished_at, error";
 
 pub fn bulk_run(
     c: &mut impl GenericClient,
@@ -1737,6 +1738,9 @@ pub fn bulk_run(
             cursor: opt_id_col(row, 5)?,
             progress: row.try_get(6)?,
             lease_until: instant(row.try_get(7)?),
+            total: row.try_get::<_, Option<i64>>(8)?.map(|t| t as u64),
+            finished_at: opt_instant(row.try_get(9)?),
+            error: row.try_get(10)?,
         })
     })
 }
@@ -1744,11 +1748,14 @@ pub fn bulk_run(
 pub fn upsert_bulk_run(c: &mut impl GenericClient, run: &BulkRun) -> Result<(), postgres::Error> {
     c.execute(
         &format!(
-            "INSERT INTO bulk_runs ({BULK_RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO bulk_runs ({BULK_RUN_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (promotional_credit_id) DO UPDATE SET run_id = excluded.run_id,
                 action = excluded.action, idempotency_key = excluded.idempotency_key,
                 fingerprint = excluded.fingerprint, cursor = excluded.cursor,
-                progress = excluded.progress, lease_until = excluded.lease_until"
+                progress = excluded.progress, lease_until = excluded.lease_until,
+                total = excluded.total, finished_at = excluded.finished_at,
+                error = excluded.error"
         ),
         &[
             &id_bytes(run.promotional_credit_id),
@@ -1759,6 +1766,9 @@ pub fn upsert_bulk_run(c: &mut impl GenericClient, run: &BulkRun) -> Result<(), 
             &opt_id_bytes(run.cursor),
             &run.progress,
             &micros(run.lease_until),
+            &run.total.map(|t| t as i64),
+            &run.finished_at.map(micros),
+            &run.error,
         ],
     )?;
     Ok(())

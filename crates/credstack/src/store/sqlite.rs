@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
 ];
 
 /// Opens (creating if needed) the database and migrates it.
@@ -1469,7 +1470,7 @@ pub fn lock_promotion(c: &Connection, id: u128) -> rusqlite::Result<Option<Promo
     promotion(c, id)
 }
 
-const BULK_RUN_COLUMNS: &str = "promotional_credit_id, run_id, action, idempotency_key, fingerprint, cursor, progress, lease_until";
+const BULK_RUN_COLUMNS: &str = "promotional_credit_id, run_id, action, idempotency_key, fingerprint, cursor, progress, lease_until, total, finished_at, error";
 
 pub fn bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<Option<BulkRun>> {
     c.prepare_cached(&format!(
@@ -1485,6 +1486,9 @@ pub fn bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<Option<B
             cursor: opt_id_col(row, 5)?,
             progress: row.get(6)?,
             lease_until: instant(row.get(7)?),
+            total: row.get::<_, Option<i64>>(8)?.map(|t| t as u64),
+            finished_at: opt_instant(row.get(9)?),
+            error: row.get(10)?,
         })
     })
     .optional()
@@ -1492,7 +1496,8 @@ pub fn bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<Option<B
 
 pub fn upsert_bulk_run(c: &Connection, run: &BulkRun) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO bulk_runs ({BULK_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT OR REPLACE INTO bulk_runs ({BULK_RUN_COLUMNS})
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))?
     .execute(params![
         ids::to_bytes(run.promotional_credit_id),
@@ -1503,6 +1508,9 @@ pub fn upsert_bulk_run(c: &Connection, run: &BulkRun) -> rusqlite::Result<()> {
         opt_id_bytes(run.cursor),
         run.progress,
         micros(run.lease_until),
+        run.total.map(|t| t as i64),
+        run.finished_at.map(micros),
+        run.error,
     ])?;
     Ok(())
 }
