@@ -8,7 +8,9 @@
 //!   every wallet, read from either node.
 //! - An idempotency key used on one node replays on the other, also when
 //!   both receive it at the same moment.
-//! - An expiry and a hold expiry happen once, though both nodes sweep.
+//! - An expiry and a hold expiry happen once, though both nodes sweep; with
+//!   simulated clocks moved on both nodes at once, every renewal, forfeit
+//!   and expiry of twenty wallets is written once.
 //! - A call to all customers sent to both nodes at once with one key runs
 //!   once (the campaign allows multiple grants, so a second run would show);
 //!   sent without a key, the second is refused while the first runs.
@@ -358,4 +360,84 @@ async fn campaigns_run_once(nodes: &[Server; 2], cs: &str, wallets: &[String]) {
         vec![1 + ran; wallets.len()],
         "each run that answered 200 granted everyone once more: {statuses:?}"
     );
+}
+
+/// Renewals and expiries on two nodes whose (simulated) clocks both move
+/// past them: both sweep, each event is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_write_each_renewal_and_expiry_once() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let _log = LogOnFailure(log.clone());
+    let url = db.url();
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--clock",
+        "simulated",
+        "--start",
+        common::START,
+    ];
+    let (a, b) = tokio::join!(
+        Process::spawn(&args, KEY, &log),
+        Process::spawn(&args, KEY, &log)
+    );
+    let nodes = [Server::remote(&a.base, KEY), Server::remote(&b.base, KEY)];
+    let cs = nodes[0].credit_system("tokens", 0).await;
+    let mut wallets = Vec::new();
+    for index in 0..20 {
+        let wallet = nodes[index % 2].wallet_in(&cs).await;
+        nodes[0]
+            .grant_ok(
+                &wallet,
+                json!({"amount": "100", "purpose": "bundled", "recurrence": {"interval": "month"}}),
+            )
+            .await;
+        nodes[1]
+            .grant_ok(
+                &wallet,
+                json!({"amount": "40", "purpose": "promotional", "expires_at": "2025-02-15T00:00:00Z"}),
+            )
+            .await;
+        // The promotional grant burns first: 10 of it is left to expire.
+        nodes[index % 2].debit(&wallet, "30").await.ok();
+        wallets.push(wallet);
+    }
+    // Both clocks move past the expiry (Feb 15) and two renewals (Feb 28,
+    // Mar 31) at the same moment; each node sweeps as its clock moves.
+    tokio::join!(
+        nodes[0].advance("2025-04-02T00:00:00Z"),
+        nodes[1].advance("2025-04-02T00:00:00Z")
+    );
+    for wallet in &wallets {
+        // Two grants and the debit, then: the promotional grant's expiry
+        // (-10 on Feb 15), and at each renewal the unused allowance
+        // forfeited (an `expiry` of -100) and renewed (+100). Anything
+        // written twice would show here.
+        let entries = nodes[1].entries(wallet).await;
+        let kinds: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap(), e["amount"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("grant", "100"),
+                ("grant", "40"),
+                ("debit", "-30"),
+                ("expiry", "-10"),
+                ("expiry", "-100"),
+                ("renewal", "100"),
+                ("expiry", "-100"),
+                ("renewal", "100"),
+            ]
+        );
+        let balance = nodes[0].balance(wallet).await;
+        assert_eq!(balance["balance"], "100");
+        for node in &nodes {
+            node.check_invariants(wallet).await;
+        }
+    }
+    drop((a, b));
 }
