@@ -6,13 +6,30 @@
 //!
 //! `cargo run --release -p credstack-bench -- [--quick] [--json] [WORKLOAD...]`
 
+mod drive;
+mod naive;
+mod seed;
+
 use credstack::clock::Clock;
-use credstack::engine::{NewPromotion, Outcome, Request};
-use credstack::ledger::{Config, Ledger};
+use credstack::engine::{Idempotency, NewDebit, NewPromotion, Outcome, Reply, Request};
+use credstack::ids::{self, Kind};
+use credstack::ledger::{Backend, Config, Ledger};
+use drive::{Measured, drive};
+use rand::{RngExt, SeedableRng};
+use seed::execute;
 use std::sync::Arc;
 use std::time::Instant;
 
-const WORKLOADS: &[&str] = &["promo-grant-all"];
+const WORKLOADS: &[&str] = &[
+    "engine-debits",
+    "engine-hot-wallet",
+    "http-debits",
+    "http-batch",
+    "promo-grant-all",
+    "pg-debits",
+    "memory",
+    "restart",
+];
 
 struct Options {
     quick: bool,
@@ -27,7 +44,23 @@ struct Figure {
     seconds: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
+    /// The baseline measured beside it in the same run, in ops/s.
+    baseline_ops_per_sec: Option<f64>,
     notes: String,
+}
+
+impl Figure {
+    fn from(workload: &'static str, measured: &Measured, notes: String) -> Figure {
+        Figure {
+            workload,
+            ops: measured.ops,
+            seconds: measured.seconds,
+            p50_ms: Some(measured.p50_ms),
+            p99_ms: Some(measured.p99_ms),
+            baseline_ops_per_sec: None,
+            notes,
+        }
+    }
 }
 
 fn main() {
@@ -52,15 +85,42 @@ fn main() {
             "workload", "ops", "ops/s", "p50 ms", "p99 ms", "seconds"
         );
     }
+    let quick = options.quick;
+    let size = |quick_size: usize, full_size: usize| if quick { quick_size } else { full_size };
     for workload in &options.workloads {
-        let figure = match workload.as_str() {
+        let figures = match workload.as_str() {
+            "engine-debits" => vec![runtime.block_on(engine_debits(
+                "engine-debits",
+                size(5_000, 100_000),
+                size(20_000, 1_000_000) as u64,
+            ))],
+            "engine-hot-wallet" => vec![runtime.block_on(engine_debits(
+                "engine-hot-wallet",
+                1,
+                size(20_000, 500_000) as u64,
+            ))],
+            "http-debits" => vec![runtime.block_on(http_debits(
+                size(1_000, 10_000),
+                size(5_000, 200_000) as u64,
+            ))],
+            "http-batch" => vec![runtime.block_on(http_batch(
+                size(1_000, 10_000),
+                size(10, 300) as u64,
+            ))],
             "promo-grant-all" => {
-                let customers = if options.quick { 10_000 } else { 100_000 };
-                runtime.block_on(promo_grant_all(customers))
+                vec![runtime.block_on(promo_grant_all(size(10_000, 1_000_000)))]
             }
+            "pg-debits" => runtime.block_on(pg_debits(
+                size(1_000, 20_000),
+                size(5_000, 200_000) as u64,
+            )),
+            "memory" => vec![runtime.block_on(memory(size(20_000, 1_000_000)))],
+            "restart" => vec![runtime.block_on(restart(size(100_000, 10_000_000) as u64))],
             other => unreachable!("checked in parse_args: {other}"),
         };
-        print(&figure, options.json);
+        for figure in &figures {
+            print(figure, options.json);
+        }
     }
 }
 
@@ -87,7 +147,7 @@ fn parse_args() -> Result<Options, String> {
 fn print(figure: &Figure, json: bool) {
     let ops_per_sec = figure.ops as f64 / figure.seconds;
     if json {
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "workload": figure.workload,
             "ops_per_sec": ops_per_sec,
             "p50_ms": figure.p50_ms,
@@ -96,6 +156,10 @@ fn print(figure: &Figure, json: bool) {
             "seconds": figure.seconds,
             "notes": figure.notes,
         });
+        if let Some(baseline) = figure.baseline_ops_per_sec {
+            line["baseline_ops_per_sec"] = baseline.into();
+            line["ratio"] = (ops_per_sec / baseline).into();
+        }
         println!("{line}");
     } else {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
@@ -107,7 +171,14 @@ fn print(figure: &Figure, json: bool) {
             ms(figure.p50_ms),
             ms(figure.p99_ms),
             figure.seconds,
-            figure.notes
+            match figure.baseline_ops_per_sec {
+                Some(baseline) => format!(
+                    "{:.1}x the baseline ({baseline:.0} ops/s); {}",
+                    ops_per_sec / baseline,
+                    figure.notes
+                ),
+                None => figure.notes.clone(),
+            }
         );
     }
 }
@@ -115,54 +186,447 @@ fn print(figure: &Figure, json: bool) {
 /// A ledger on a fresh embedded store in a temporary directory.
 fn open_ledger() -> (Ledger, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
-    let ledger = Ledger::open(Config {
-        backend: credstack::ledger::Backend::Embedded {
-            data_dir: data.path().to_path_buf(),
-        },
-        clock: Clock::system(),
-        render: credstack::http::render,
-    })
-    .expect("open ledger");
+    let ledger = open_embedded(data.path());
     (ledger, data)
 }
 
-async fn execute(ledger: &Ledger, request: Request) -> Outcome {
-    ledger
-        .execute(request)
-        .await
-        .expect("benchmark requests succeed")
+fn open_embedded(dir: &std::path::Path) -> Ledger {
+    open_on(Backend::Embedded {
+        data_dir: dir.to_path_buf(),
+    })
 }
 
-/// Creates `count` customers, each with a wallet in `credit_system_id`,
-/// with many requests in flight so the writer batches them.
-async fn seed_customers(ledger: &Ledger, credit_system_id: u128, count: usize) {
-    const IN_FLIGHT: usize = 512;
-    let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..count {
-        let permit = limit.clone().acquire_owned().await.expect("semaphore");
-        let ledger = ledger.clone();
-        tasks.spawn(async move {
-            let request = Request::CreateCustomer {
-                name: format!("Customer {index}"),
-                email: None,
-                external_id: None,
-                metadata: Default::default(),
-            };
-            let Outcome::Customer(customer) = execute(&ledger, request).await else {
-                unreachable!("a customer")
-            };
-            let request = Request::CreateWallet {
-                customer_id: customer.id,
-                credit_system_id,
-                overdraft_limit: None,
-            };
-            execute(&ledger, request).await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
+fn open_on(backend: Backend) -> Ledger {
+    Ledger::open(Config {
+        backend,
+        clock: Clock::system(),
+        render: credstack::http::render,
+    })
+    .expect("open ledger")
+}
+
+/// A keyed debit of 1 from `wallet`, through the ledger's Rust API.
+async fn debit(ledger: &Ledger, wallet: u128, n: u64) {
+    let key = format!("bench-{n}");
+    let idempotency = Idempotency::new(key, &[b"debit", &wallet.to_be_bytes(), b"1"]);
+    let request = Request::Debit(NewDebit {
+        wallet_id: wallet,
+        amount: "1".into(),
+        description: None,
+        metadata: Default::default(),
+    });
+    match ledger.submit(request, Some(idempotency)).await {
+        Reply::Fresh(Ok(Outcome::Debit(_))) => {}
+        other => panic!("a debit failed: {other:?}"),
     }
-    while tasks.join_next().await.is_some() {}
+}
+
+/// Wallet picks: Zipf-distributed over `wallets` (rank 1 the most
+/// popular), one generator per caller, seeded so runs repeat.
+fn zipf_picker(wallets: Vec<u128>) -> impl Fn(usize, u64) -> u128 + Send + Sync + 'static {
+    let zipf = rand_distr::Zipf::new(wallets.len() as f64, 1.0).expect("zipf");
+    let rngs: Vec<std::sync::Mutex<rand::rngs::SmallRng>> = (0..1024)
+        .map(|caller| std::sync::Mutex::new(rand::rngs::SmallRng::seed_from_u64(caller)))
+        .collect();
+    move |caller, _| {
+        let rank: f64 = rngs[caller % rngs.len()].lock().unwrap().sample(zipf);
+        wallets[(rank as usize).clamp(1, wallets.len()) - 1]
+    }
+}
+
+/// Debits through the ledger's own Rust API on the embedded store: 256
+/// callers, wallets chosen Zipf-distributed among `wallet_count` wallets
+/// of four stacked grants.
+async fn engine_debits(workload: &'static str, wallet_count: usize, total: u64) -> Figure {
+    let (ledger, _data) = open_ledger();
+    let cs = seed::credit_system(&ledger).await;
+    let seeding = Instant::now();
+    let wallets = seed::wallets(&ledger, cs, wallet_count, true).await;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    let pick = zipf_picker(wallets);
+    let driver = ledger.clone();
+    let measured = drive(256, total, move |caller, n| {
+        let ledger = driver.clone();
+        let wallet = pick(caller, n);
+        async move { debit(&ledger, wallet, n).await }
+    })
+    .await;
+    let notes = format!(
+        "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s), 256 callers, keyed debits of 1, Zipf s=1"
+    );
+    Figure::from(workload, &measured, notes)
+}
+
+/// Serves `ledger` over real HTTP on loopback, on a runtime of its own
+/// (two threads, as `serve` would have on this machine); returns the base
+/// URL. The runtime lives as long as the process.
+fn serve(ledger: Ledger) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            sender
+                .send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            credstack::server::run(listener, ledger, std::future::pending())
+                .await
+                .expect("server");
+        });
+    });
+    receiver.recv().expect("server address")
+}
+
+const HTTP_KEY: &str = "csk_bench_admin_key";
+
+/// A ledger with `wallet_count` stacked wallets, served over HTTP.
+async fn http_setup(wallet_count: usize) -> (String, Vec<String>, tempfile::TempDir, f64) {
+    let (ledger, data) = open_ledger();
+    ledger.ensure_admin_key(HTTP_KEY).await.expect("admin key");
+    let cs = seed::credit_system(&ledger).await;
+    let seeding = Instant::now();
+    let wallets = seed::wallets(&ledger, cs, wallet_count, true).await;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    let base = serve(ledger);
+    let wallets = wallets
+        .iter()
+        .map(|&w| ids::format(Kind::Wallet, w))
+        .collect();
+    (base, wallets, data, seed_seconds)
+}
+
+/// Single keyed debits over HTTP to a real server, 64 keep-alive connections.
+async fn http_debits(wallet_count: usize, total: u64) -> Figure {
+    let (base, wallets, _data, seed_seconds) = http_setup(wallet_count).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let pick = zipf_picker((0..wallets.len() as u128).collect());
+    let measured = drive(64, total, move |caller, n| {
+        let client = client.clone();
+        let url = format!("{base}/v1/wallets/{}/debits", wallets[pick(caller, n) as usize]);
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(HTTP_KEY)
+                .header("Idempotency-Key", format!("http-{n}"))
+                .json(&serde_json::json!({"amount": "1"}))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), 200, "a debit over HTTP failed");
+            response.bytes().await.expect("body");
+        }
+    })
+    .await;
+    let notes = format!(
+        "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s), 64 connections, client and server in one process"
+    );
+    Figure::from("http-debits", &measured, notes)
+}
+
+/// `/v1/debits/batch` with 1,000 keyed items per request, 4 in flight.
+async fn http_batch(wallet_count: usize, requests: u64) -> Figure {
+    const ITEMS: u64 = 1000;
+    let (base, wallets, _data, seed_seconds) = http_setup(wallet_count).await;
+    let client = reqwest::Client::new();
+    let pick = zipf_picker((0..wallets.len() as u128).collect());
+    let measured = drive(4, requests, move |caller, n| {
+        let client = client.clone();
+        let items: Vec<serde_json::Value> = (0..ITEMS)
+            .map(|i| {
+                serde_json::json!({
+                    "wallet_id": wallets[pick(caller, n * ITEMS + i) as usize],
+                    "amount": "1",
+                    "idempotency_key": format!("batch-{n}-{i}"),
+                })
+            })
+            .collect();
+        let url = format!("{base}/v1/debits/batch");
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(HTTP_KEY)
+                .json(&serde_json::json!({ "debits": items }))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), 200, "a batch failed");
+            let body: serde_json::Value = response.json().await.expect("body");
+            let ok = body["data"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .all(|r| r["status"] == 200);
+            assert!(ok, "every item of a batch succeeds");
+        }
+    })
+    .await;
+    let debits = Measured {
+        ops: measured.ops * ITEMS,
+        ..measured
+    };
+    let notes = format!(
+        "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s), 1,000 items per request, 4 requests in flight; p50/p99 per request"
+    );
+    Figure::from("http-batch", &debits, notes)
+}
+
+/// A fresh database on the `DATABASE_URL` server, dropped with `Drop`.
+struct PgDatabase {
+    server: postgres::Config,
+    config: postgres::Config,
+    name: String,
+}
+
+impl PgDatabase {
+    fn create(url: &str) -> PgDatabase {
+        let server: postgres::Config = url.parse().expect("DATABASE_URL");
+        let name = format!("credstack_bench_{:032x}", ulid_now());
+        let mut admin = server.connect(postgres::NoTls).expect("connect to DATABASE_URL");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the benchmark database");
+        let mut config = server.clone();
+        config.dbname(&name);
+        PgDatabase {
+            server,
+            config,
+            name,
+        }
+    }
+
+    fn url(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let user = self.config.get_user().unwrap_or("postgres");
+        format!("postgres://{user}@{host}:{port}/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    /// On a thread of its own: the synchronous client cannot run on the
+    /// async runtime's threads.
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropping = std::thread::spawn(move || {
+            if let Ok(mut admin) = server.connect(postgres::NoTls) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        });
+        let _ = dropping.join();
+    }
+}
+
+fn ulid_now() -> u128 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    nanos ^ (u128::from(std::process::id()) << 96)
+}
+
+/// `engine-debits` on PostgreSQL, and beside it, on the same server and the
+/// same data shape, the naive design (see `naive.rs`): uniform wallet picks,
+/// then every debit on one wallet. Needs `DATABASE_URL`.
+async fn pg_debits(wallet_count: usize, total: u64) -> Vec<Figure> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("pg-debits: skipped, DATABASE_URL is not set");
+        return Vec::new();
+    };
+    let url = url.clone();
+    let db = tokio::task::spawn_blocking(move || PgDatabase::create(&url))
+        .await
+        .unwrap();
+    let ledger = open_on(Backend::Postgres {
+        url: db.url(),
+        readers: 8,
+    });
+    let cs = seed::credit_system(&ledger).await;
+    let seeding = Instant::now();
+    let wallets = seed::wallets(&ledger, cs, wallet_count, true).await;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    let config = db.config.clone();
+    let count = wallet_count as u64;
+    tokio::task::spawn_blocking(move || naive::seed(&config, count))
+        .await
+        .unwrap();
+
+    let uniform = {
+        let wallets = wallets.clone();
+        move |n: u64| wallets[(mix(n) % wallets.len() as u64) as usize]
+    };
+    let driver = ledger.clone();
+    let ours = drive(256, total, move |_, n| {
+        let ledger = driver.clone();
+        let wallet = uniform(n);
+        async move { debit(&ledger, wallet, n).await }
+    })
+    .await;
+    let hot = wallets[0];
+    let driver = ledger.clone();
+    let ours_hot = drive(256, total / 4, move |_, n| {
+        let ledger = driver.clone();
+        async move { debit(&ledger, hot, total + n).await }
+    })
+    .await;
+
+    let config = db.config.clone();
+    let naive_uniform = tokio::task::spawn_blocking(move || {
+        naive::run(
+            &config,
+            "uniform",
+            64,
+            total,
+            Arc::new(move |n| 1 + mix(n) % count),
+        )
+    })
+    .await
+    .unwrap();
+    let config = db.config.clone();
+    let naive_hot = tokio::task::spawn_blocking(move || {
+        naive::run(&config, "hot", 64, total / 4, Arc::new(|_| 1))
+    })
+    .await
+    .unwrap();
+    drop(ledger);
+
+    let shape = format!("{wallet_count} wallets x 4 grants");
+    let mut pg = Figure::from(
+        "pg-debits",
+        &ours,
+        format!("{shape} (seeded in {seed_seconds:.1} s), 256 callers, uniform picks"),
+    );
+    pg.baseline_ops_per_sec = Some(naive_uniform.ops_per_sec());
+    let mut pg_hot = Figure::from(
+        "pg-hot-wallet",
+        &ours_hot,
+        "every debit on one wallet, 256 callers".into(),
+    );
+    pg_hot.baseline_ops_per_sec = Some(naive_hot.ops_per_sec());
+    let naive_row = Figure::from(
+        "pg-naive",
+        &naive_uniform,
+        format!("{shape}, one transaction per debit, 64 connections, uniform picks"),
+    );
+    let naive_hot_row = Figure::from(
+        "pg-naive-hot-wallet",
+        &naive_hot,
+        "one transaction per debit, 64 connections, one wallet".into(),
+    );
+    vec![pg, naive_row, pg_hot, naive_hot_row]
+}
+
+/// A cheap reversible mix of `n` (splitmix64), for uniform picks that
+/// repeat from run to run.
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Resident memory with `wallet_count` wallets of four grants loaded in
+/// the writer (every wallet it creates stays in its memory).
+async fn memory(wallet_count: usize) -> Figure {
+    let before = rss_mib();
+    let (ledger, _data) = open_ledger();
+    let cs = seed::credit_system(&ledger).await;
+    let seeding = Instant::now();
+    seed::wallets(&ledger, cs, wallet_count, true).await;
+    let seconds = seeding.elapsed().as_secs_f64();
+    let after = rss_mib();
+    Figure {
+        workload: "memory",
+        ops: wallet_count as u64,
+        seconds,
+        p50_ms: None,
+        p99_ms: None,
+        baseline_ops_per_sec: None,
+        notes: format!(
+            "resident {after} MiB with {wallet_count} wallets x 4 grants loaded ({before} MiB before); ops/s is the seeding rate"
+        ),
+    }
+}
+
+/// From opening a store holding `entries` ledger entries to serving HTTP.
+async fn restart(entries: u64) -> Figure {
+    const WALLETS: u64 = 1000;
+    let data = tempfile::tempdir().expect("temp dir");
+    let seeding = Instant::now();
+    {
+        let ledger = open_embedded(data.path());
+        let cs = seed::credit_system(&ledger).await;
+        let wallets = seed::wallets(&ledger, cs, WALLETS as usize, true).await;
+        // Batch debits of 1,000 items, 4 in flight: one entry each.
+        let batches = entries / 1000;
+        let driver = ledger.clone();
+        drive(4, batches, move |_, n| {
+            let ledger = driver.clone();
+            let items = (0..1000u64)
+                .map(|i| {
+                    let wallet = wallets[((n * 1000 + i) % WALLETS) as usize];
+                    credstack::engine::BatchItem {
+                        debit: NewDebit {
+                            wallet_id: wallet,
+                            amount: "1".into(),
+                            description: None,
+                            metadata: Default::default(),
+                        },
+                        idempotency: Idempotency::new(
+                            format!("restart-{n}-{i}"),
+                            &[&wallet.to_be_bytes()],
+                        ),
+                    }
+                })
+                .collect();
+            async move {
+                execute(&ledger, Request::DebitBatch(items)).await;
+            }
+        })
+        .await;
+    }
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    // The first ledger's writer ends once every handle is dropped.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let ledger = open_embedded(data.path());
+    let base = serve(ledger);
+    let client = reqwest::Client::new();
+    loop {
+        let healthy = client.get(format!("{base}/healthz")).send().await;
+        if healthy.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Figure {
+        workload: "restart",
+        ops: 1,
+        seconds,
+        p50_ms: None,
+        p99_ms: None,
+        baseline_ops_per_sec: None,
+        notes: format!(
+            "open and serve with {entries} entries on disk (written in {seed_seconds:.0} s); ops/s is restarts/s"
+        ),
+    }
+}
+
+/// The process's resident memory now, from /proc (Linux); 0 elsewhere.
+fn rss_mib() -> u64 {
+    proc_status_mib("VmRSS:")
 }
 
 /// One all-customers grant of a promotional credit to `customers`
@@ -179,7 +643,7 @@ async fn promo_grant_all(customers: usize) -> Figure {
         unreachable!("a credit system")
     };
     let seeding = Instant::now();
-    seed_customers(&ledger, cs.id, customers).await;
+    seed::wallets(&ledger, cs.id, customers, false).await;
     let seed_seconds = seeding.elapsed().as_secs_f64();
     let request = Request::CreatePromotion(NewPromotion {
         name: "Launch".into(),
@@ -225,6 +689,7 @@ async fn promo_grant_all(customers: usize) -> Figure {
         seconds,
         p50_ms: None,
         p99_ms: None,
+        baseline_ops_per_sec: None,
         notes: format!(
             "{customers} customers with wallets, one call; seeding took {seed_seconds:.1} s; peak RSS {} MiB",
             peak_rss_mib()
@@ -234,10 +699,14 @@ async fn promo_grant_all(customers: usize) -> Figure {
 
 /// The process's peak resident memory, from /proc (Linux); 0 elsewhere.
 fn peak_rss_mib() -> u64 {
+    proc_status_mib("VmHWM:")
+}
+
+fn proc_status_mib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse::<u64>().ok())
         .map_or(0, |kib| kib / 1024)

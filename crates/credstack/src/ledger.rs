@@ -38,12 +38,28 @@ enum Readers {
 
 struct Inner {
     engine: Engine,
-    readers: Readers,
+    /// Always `Some` until `Inner` is dropped (see its `Drop`).
+    readers: Option<Readers>,
     clock: Arc<Clock>,
     api_keys: RwLock<Vec<ApiKey>>,
     /// When a missed key last reloaded `api_keys`.
     keys_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     render: Render,
+}
+
+impl Drop for Inner {
+    /// The synchronous PostgreSQL client closes its connection with a
+    /// blocking call, which panics on an async runtime's thread, where the
+    /// last handle to a ledger is usually dropped: close the read pool on a
+    /// thread of its own.
+    fn drop(&mut self) {
+        if let Some(readers @ Readers::Postgres(_)) = self.readers.take() {
+            let closing = std::thread::spawn(move || drop(readers));
+            if tokio::runtime::Handle::try_current().is_err() {
+                let _ = closing.join();
+            }
+        }
+    }
 }
 
 /// Where the ledger keeps its data.
@@ -94,7 +110,7 @@ impl Ledger {
         Ok(Ledger {
             inner: Arc::new(Inner {
                 engine,
-                readers,
+                readers: Some(readers),
                 clock,
                 api_keys: RwLock::new(api_keys),
                 keys_reloaded: std::sync::Mutex::new(None),
@@ -138,7 +154,7 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
     {
-        let readers = self.inner.readers.clone();
+        let readers = self.inner.readers.clone().expect("readers live as long as the ledger");
         let outcome = tokio::task::spawn_blocking(move || {
             let result = match readers {
                 Readers::Embedded(pool) => pool
