@@ -103,17 +103,15 @@ fn main() {
                 size(1_000, 10_000),
                 size(5_000, 200_000) as u64,
             ))],
-            "http-batch" => vec![runtime.block_on(http_batch(
-                size(1_000, 10_000),
-                size(10, 300) as u64,
-            ))],
+            "http-batch" => {
+                vec![runtime.block_on(http_batch(size(1_000, 10_000), size(10, 300) as u64))]
+            }
             "promo-grant-all" => {
                 vec![runtime.block_on(promo_grant_all(size(10_000, 1_000_000)))]
             }
-            "pg-debits" => runtime.block_on(pg_debits(
-                size(1_000, 20_000),
-                size(5_000, 200_000) as u64,
-            )),
+            "pg-debits" => {
+                runtime.block_on(pg_debits(size(1_000, 20_000), size(5_000, 200_000) as u64))
+            }
             "memory" => vec![runtime.block_on(memory(size(20_000, 1_000_000)))],
             "restart" => vec![runtime.block_on(restart(size(100_000, 10_000_000) as u64))],
             other => unreachable!("checked in parse_args: {other}"),
@@ -311,7 +309,10 @@ async fn http_debits(wallet_count: usize, total: u64) -> Figure {
     let pick = zipf_picker((0..wallets.len() as u128).collect());
     let measured = drive(64, total, move |caller, n| {
         let client = client.clone();
-        let url = format!("{base}/v1/wallets/{}/debits", wallets[pick(caller, n) as usize]);
+        let url = format!(
+            "{base}/v1/wallets/{}/debits",
+            wallets[pick(caller, n) as usize]
+        );
         async move {
             let response = client
                 .post(url)
@@ -390,7 +391,9 @@ impl PgDatabase {
     fn create(url: &str) -> PgDatabase {
         let server: postgres::Config = url.parse().expect("DATABASE_URL");
         let name = format!("credstack_bench_{:032x}", ulid_now());
-        let mut admin = server.connect(postgres::NoTls).expect("connect to DATABASE_URL");
+        let mut admin = server
+            .connect(postgres::NoTls)
+            .expect("connect to DATABASE_URL");
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create the benchmark database");
@@ -421,7 +424,8 @@ impl Drop for PgDatabase {
         let (server, name) = (self.server.clone(), self.name.clone());
         let dropping = std::thread::spawn(move || {
             if let Ok(mut admin) = server.connect(postgres::NoTls) {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         });
         let _ = dropping.join();

@@ -69,8 +69,16 @@ pub async fn wallets(
             let wallet_id = wallet.info.id;
             if stacked {
                 let grants = [
-                    (Purpose::Promotional, Some(now + chrono::Duration::days(30)), None),
-                    (Purpose::Bundled, None, Some(Period::new(Interval::Month, 1))),
+                    (
+                        Purpose::Promotional,
+                        Some(now + chrono::Duration::days(30)),
+                        None,
+                    ),
+                    (
+                        Purpose::Bundled,
+                        None,
+                        Some(Period::new(Interval::Month, 1)),
+                    ),
                     (Purpose::Paid, None, None),
                     (Purpose::Paid, None, None),
                 ];

@@ -154,7 +154,11 @@ impl Ledger {
         T: Send + 'static,
         F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
     {
-        let readers = self.inner.readers.clone().expect("readers live as long as the ledger");
+        let readers = self
+            .inner
+            .readers
+            .clone()
+            .expect("readers live as long as the ledger");
         let outcome = tokio::task::spawn_blocking(move || {
             let result = match readers {
                 Readers::Embedded(pool) => pool
@@ -493,6 +497,9 @@ impl Ledger {
             match self.execute(Request::ClaimBulkRun(claim)).await? {
                 Outcome::BulkClaim(BulkClaim::Started { cursor, counts }) => {
                     return Ok(Claimed::Started { cursor, counts });
+                }
+                Outcome::BulkClaim(BulkClaim::Replayed(stored)) => {
+                    return Ok(Claimed::Replayed(stored));
                 }
                 Outcome::BulkClaim(BulkClaim::Busy {
                     same_call: true, ..

@@ -307,6 +307,19 @@ pub struct BulkRun {
     pub error: Option<String>,
 }
 
+/// Where a keyed call to all customers stopped, kept when another call
+/// took its campaign over (see `bulk_run_resumes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkResume {
+    pub promotional_credit_id: u128,
+    pub idempotency_key: String,
+    pub fingerprint: [u8; 32],
+    pub action: String,
+    pub cursor: Option<u128>,
+    pub progress: String,
+    pub saved_at: Instant,
+}
+
 /// A response kept for an idempotency key (SPEC rule 18).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredResponse {

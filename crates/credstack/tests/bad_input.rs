@@ -1228,3 +1228,42 @@ async fn refusals_do_not_disturb_later_requests() {
     let entries = f.server.entries(&f.wallet).await;
     assert_eq!(entries.len(), 4);
 }
+
+#[tokio::test]
+async fn control_characters_in_text_and_searches_are_refused() {
+    let f = Fixture::new().await;
+    for text in ["a\u{0}b", "bell\u{7}", "escape\u{1b}[0m"] {
+        f.post(
+            &f.debits(),
+            json!({"amount": "1", "description": text}),
+            400,
+            "parameter_invalid",
+            Some("description"),
+        )
+        .await;
+        f.post(
+            "/v1/customers",
+            json!({"name": text}),
+            400,
+            "parameter_invalid",
+            Some("name"),
+        )
+        .await;
+        let q: String = serde_urlencoded::to_string([("q", text)]).unwrap();
+        f.get(
+            &format!("/v1/customers?{q}"),
+            400,
+            "parameter_invalid",
+            Some("q"),
+        )
+        .await;
+    }
+    // Tabs and line breaks are text, not control.
+    f.server
+        .post(
+            &f.debits(),
+            json!({"amount": "0.01", "description": "line one\nline two\tand a tab"}),
+        )
+        .await
+        .ok();
+}

@@ -190,3 +190,122 @@ async fn connections_killed_under_load_lose_nothing_acknowledged() {
     }
     drop(process);
 }
+
+/// A commit that fails (here a deferred trigger refuses it at COMMIT)
+/// leaves no state behind in the writer's memory: after another node moves
+/// the wallet on, this node's next debit applies to the committed state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_leaves_nothing_stale_in_memory() {
+    use credstack::clock::Clock;
+    use credstack::engine::{NewDebit, Outcome, Request};
+    use credstack::error::Error;
+    use credstack::ledger::{Backend, Config, Ledger};
+    let Some(db) = TestDb::create() else { return };
+    let open = || {
+        Ledger::open(Config {
+            backend: Backend::Postgres {
+                url: db.url(),
+                readers: 2,
+            },
+            clock: Clock::system(),
+            render: credstack::http::render,
+        })
+        .expect("open")
+    };
+    let (a, b) = (open(), open());
+    let Outcome::CreditSystem(cs) = a
+        .execute(Request::CreateCreditSystem {
+            key: "tokens".into(),
+            name: "Tokens".into(),
+            unit: "token".into(),
+            scale: 0,
+        })
+        .await
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let Outcome::Customer(customer) = a
+        .execute(Request::CreateCustomer {
+            name: "Ada".into(),
+            email: None,
+            external_id: None,
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let Outcome::Wallet(wallet) = a
+        .execute(Request::CreateWallet {
+            customer_id: customer.id,
+            credit_system_id: cs.id,
+            overdraft_limit: None,
+        })
+        .await
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let wallet = wallet.info.id;
+    a.execute(Request::AddGrant(credstack::engine::NewGrant {
+        wallet_id: wallet,
+        amount: "100".into(),
+        purpose: credstack_core::Purpose::Paid,
+        priority: None,
+        effective_at: None,
+        expires_at: None,
+        recurrence: None,
+        rollover_max: None,
+        description: None,
+        metadata: Default::default(),
+    }))
+    .await
+    .unwrap();
+    let debit = |amount: &str| {
+        Request::Debit(NewDebit {
+            wallet_id: wallet,
+            amount: amount.into(),
+            description: None,
+            metadata: Default::default(),
+        })
+    };
+    // Any debit of 13 is refused at COMMIT.
+    let config = db.config.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut admin = config.connect(postgres::NoTls).unwrap();
+        admin
+            .batch_execute(
+                "CREATE FUNCTION refuse_13() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN IF NEW.amount = -13 THEN RAISE EXCEPTION 'refused at commit'; END IF;
+                 RETURN NULL; END $$;
+                 CREATE CONSTRAINT TRIGGER refuse_13 AFTER INSERT ON entries
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_13();",
+            )
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        a.execute(debit("13")).await.unwrap_err(),
+        Error::Unavailable
+    );
+    b.execute(debit("1")).await.unwrap();
+    let Outcome::Debit(last) = a.execute(debit("1")).await.unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(
+        last.balance_after.atomic(),
+        98,
+        "applied to the committed state"
+    );
+    let entries: i64 = a
+        .read(move |c| {
+            let page = c.list_entries(wallet, true, 100, None)?;
+            Ok(page.items.iter().map(|e| e.amount.atomic()).sum())
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries, 98);
+}

@@ -2385,3 +2385,119 @@ async fn rule_22_a_stalled_call_to_all_customers_is_taken_over_and_changes_nothi
         assert_eq!(server.grants(wallet).await.len(), 1, "granted once");
     }
 }
+
+#[tokio::test]
+async fn rule_25_a_keyed_call_to_all_customers_replays_once_finished_and_resumes_after_a_takeover()
+{
+    use credstack::engine::{
+        BulkClaim, BulkClaimRequest, Idempotency, Outcome, Reply, Request, RunStep,
+    };
+    use credstack::ids::{Kind, parse};
+    use credstack::ledger::{BulkAction, BulkCall};
+    let server = Server::start().await;
+    let ledger = server.ledger.clone().unwrap();
+    let cs = server.credit_system("ai", 0).await;
+    let mut members = Vec::new();
+    for index in 0..4 {
+        members.push(server.member(&cs, &format!("Customer {index}")).await);
+    }
+    let promo = server
+        .promo(&cs, "10", json!({"allow_multiple_grants": true}))
+        .await;
+    let promotion_id = parse(Kind::PromotionalCredit, &promo).unwrap();
+    let customers: Vec<u128> = members
+        .iter()
+        .map(|(c, _)| parse(Kind::Customer, c).unwrap())
+        .collect();
+    let first_customer = *customers.iter().min().unwrap();
+    let key = |name: &str| Idempotency::new(name.to_string(), &[b"grant everyone"]);
+    let render = |_: &credstack::ledger::BulkOutcome| json!({"done": true});
+
+    // K1 claims the campaign, grants its first chunk (one customer), then
+    // fails and lets the campaign go.
+    let now = chrono::Utc::now();
+    let claim = BulkClaimRequest {
+        promotion_id,
+        run_id: 7,
+        action: "grant".into(),
+        idempotency: Some(key("k1")),
+        wall_now: now,
+        lease_until: now + chrono::Duration::seconds(60),
+        total: None,
+    };
+    let started = ledger.execute(Request::ClaimBulkRun(claim)).await.unwrap();
+    assert!(matches!(
+        started,
+        Outcome::BulkClaim(BulkClaim::Started { .. })
+    ));
+    let chunk = Request::GrantPromotion {
+        id: promotion_id,
+        customer_ids: vec![first_customer],
+        run: Some(RunStep {
+            run_id: 7,
+            cursor: first_customer,
+            lease_until: now + chrono::Duration::seconds(60),
+        }),
+    };
+    ledger.execute(chunk).await.unwrap();
+    ledger
+        .execute(Request::ReleaseBulkRun {
+            promotion_id,
+            run_id: 7,
+        })
+        .await
+        .unwrap();
+
+    // Another call takes the campaign over and grants everyone.
+    let other = ledger
+        .to_all(
+            BulkCall::new(BulkAction::Grant, promotion_id, None),
+            &|_| {},
+            &render,
+        )
+        .await;
+    assert!(matches!(other, Reply::Fresh(Ok(_))), "{other:?}");
+
+    // K1's retry resumes after its first chunk: the first customer is not
+    // granted a third time, the others once more.
+    let retried = ledger
+        .to_all(
+            BulkCall::new(BulkAction::Grant, promotion_id, Some(key("k1"))),
+            &|_| {},
+            &render,
+        )
+        .await;
+    assert!(matches!(retried, Reply::Fresh(Ok(_))), "{retried:?}");
+    for (customer, wallet) in &members {
+        assert_eq!(server.grants(wallet).await.len(), 2, "{customer}");
+    }
+
+    // Finished, K1 replays, also when its claim reaches the writer after
+    // the finish (a repeat racing the end of the call).
+    let now = chrono::Utc::now();
+    let late = BulkClaimRequest {
+        promotion_id,
+        run_id: 8,
+        action: "grant".into(),
+        idempotency: Some(key("k1")),
+        wall_now: now,
+        lease_until: now + chrono::Duration::seconds(60),
+        total: None,
+    };
+    let replayed = ledger.execute(Request::ClaimBulkRun(late)).await.unwrap();
+    assert!(matches!(
+        replayed,
+        Outcome::BulkClaim(BulkClaim::Replayed(_))
+    ));
+    let again = ledger
+        .to_all(
+            BulkCall::new(BulkAction::Grant, promotion_id, Some(key("k1"))),
+            &|_| {},
+            &render,
+        )
+        .await;
+    assert!(matches!(again, Reply::Replayed(_)), "{again:?}");
+    for (_, wallet) in &members {
+        assert_eq!(server.grants(wallet).await.len(), 2);
+    }
+}

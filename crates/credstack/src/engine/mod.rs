@@ -402,7 +402,9 @@ impl Writer {
                     }
                     tracing::error!("batch failed; rolled back, nothing acknowledged");
                     if !failure.retryable {
-                        self.broken = true;
+                        // The failure may have been a commit whose outcome
+                        // is unknown: trust no cached state.
+                        self.wallets.clear();
                     }
                     break;
                 }
@@ -451,6 +453,8 @@ impl Writer {
         }
         self.flush()?;
         self.store.commit()?;
+        // Only now do the cached states equal the store.
+        self.touched.clear();
         self.locked.clear();
         self.bound_cache();
         Ok(replies)
@@ -507,7 +511,8 @@ impl Writer {
     }
 
     /// Writes each touched wallet's balances (adding one to its version)
-    /// and every grant that changed.
+    /// and every grant that changed. `touched` stays as it is until the
+    /// commit succeeds, so a failed commit drops these states too.
     fn flush(&mut self) -> std::result::Result<(), StoreFailure> {
         for (wallet_id, before) in &self.touched {
             let cached = self
@@ -522,7 +527,6 @@ impl Writer {
                 }
             }
         }
-        self.touched.clear();
         Ok(())
     }
 
@@ -537,6 +541,25 @@ impl Writer {
         if let Some(idempotency) = idempotency
             && let Some(reply) = self.replay(idempotency)?
         {
+            // A run that finds its answer already kept (by an earlier run
+            // of the same call) still ends, so its campaign is free.
+            if let Request::FinishBulkRun {
+                promotion_id,
+                run_id,
+                error,
+                ..
+            } = request
+            {
+                let end = RunEnd::Finished {
+                    at: chrono::Utc::now(),
+                    error: error.clone(),
+                };
+                match self.end_bulk_run(*promotion_id, *run_id, end) {
+                    Err(Error::Unavailable) => return Err(StoreFailure { retryable: false }),
+                    Err(Error::Contended) => return Err(StoreFailure { retryable: true }),
+                    _ => {}
+                }
+            }
             return Ok(reply);
         }
         let result = self.apply(request);
@@ -810,6 +833,9 @@ impl Writer {
             Request::PurgeExpired => {
                 let before = now - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
                 self.store.purge_idempotency(before)?;
+                let wall_before =
+                    chrono::Utc::now() - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
+                self.store.purge_bulk_resumes(wall_before, None)?;
                 self.store.purge_sessions(chrono::Utc::now())?;
                 Ok(Outcome::Done)
             }
@@ -1243,6 +1269,11 @@ fn checked_text(param: &str, text: &str, max: usize) -> Result<String> {
     if trimmed.is_empty() {
         return Err(Error::invalid(param, "must not be empty"));
     }
+    // PostgreSQL text cannot hold NUL; no name or description needs a
+    // control character but tab and line breaks.
+    if has_control_characters(trimmed) {
+        return Err(Error::invalid(param, "must not contain control characters"));
+    }
     if trimmed.chars().count() > max {
         return Err(Error::invalid(
             param,
@@ -1250,6 +1281,12 @@ fn checked_text(param: &str, text: &str, max: usize) -> Result<String> {
         ));
     }
     Ok(trimmed.to_string())
+}
+
+/// Whether `text` holds a control character other than tab, CR or LF.
+pub fn has_control_characters(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
 }
 
 fn checked_opt_text(param: &str, text: Option<&str>) -> Result<Option<String>> {

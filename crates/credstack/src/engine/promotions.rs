@@ -80,27 +80,73 @@ impl Writer {
     /// from its cursor and counts.
     pub(super) fn claim_bulk_run(&mut self, claim: &BulkClaimRequest) -> Result<Outcome> {
         self.promotion(claim.promotion_id)?;
-        let same_call = |run: &BulkRun| {
-            run.action == claim.action
+        // Under the campaign lock: a keyed call that finished meanwhile
+        // (on any node) replays rather than running again.
+        if let Some(idempotency) = &claim.idempotency
+            && let Some((fingerprint, stored)) = self.store.idempotency(&idempotency.key)?
+        {
+            if fingerprint != idempotency.fingerprint {
+                return Err(Error::idempotency_key_reused());
+            }
+            return Ok(Outcome::BulkClaim(BulkClaim::Replayed(stored)));
+        }
+        let same_call = |key: Option<&str>, fingerprint: Option<[u8; 32]>, action: &str| {
+            action == claim.action
                 && claim.idempotency.as_ref().is_some_and(|i| {
-                    run.idempotency_key.as_deref() == Some(i.key.as_str())
-                        && run.fingerprint == Some(i.fingerprint)
+                    key == Some(i.key.as_str()) && fingerprint == Some(i.fingerprint)
                 })
         };
-        let (cursor, counts) = match self.store.bulk_run(claim.promotion_id)? {
+        let mut resume = None;
+        match self.store.bulk_run(claim.promotion_id)? {
             // An ended call is kept only to show its outcome.
-            Some(run) if run.finished_at.is_some() => (None, BulkCounts::default()),
+            Some(run) if run.finished_at.is_some() => {}
             Some(run) if run.lease_until > claim.wall_now => {
+                let same = same_call(run.idempotency_key.as_deref(), run.fingerprint, &run.action);
                 return Ok(Outcome::BulkClaim(BulkClaim::Busy {
-                    same_call: same_call(&run),
+                    same_call: same,
                     action: run.action,
                 }));
             }
-            Some(run) if same_call(&run) => (
-                run.cursor,
-                serde_json::from_str(&run.progress).unwrap_or_default(),
-            ),
-            _ => (None, BulkCounts::default()),
+            Some(run)
+                if same_call(run.idempotency_key.as_deref(), run.fingerprint, &run.action) =>
+            {
+                resume = Some((run.cursor, run.progress));
+            }
+            // Taking over another keyed call that stopped: keep its place
+            // for its own retry.
+            Some(run) => {
+                if let (Some(key), Some(fingerprint)) = (run.idempotency_key, run.fingerprint) {
+                    self.store.save_bulk_resume(&BulkResume {
+                        promotional_credit_id: claim.promotion_id,
+                        idempotency_key: key,
+                        fingerprint,
+                        action: run.action,
+                        cursor: run.cursor,
+                        progress: run.progress,
+                        saved_at: claim.wall_now,
+                    })?;
+                }
+            }
+            None => {}
+        }
+        if resume.is_none()
+            && let Some(idempotency) = &claim.idempotency
+            && let Some(saved) = self
+                .store
+                .take_bulk_resume(claim.promotion_id, &idempotency.key)?
+            && same_call(
+                Some(&saved.idempotency_key),
+                Some(saved.fingerprint),
+                &saved.action,
+            )
+        {
+            resume = Some((saved.cursor, saved.progress));
+        }
+        let (cursor, counts) = match resume {
+            Some((cursor, progress)) => {
+                (cursor, serde_json::from_str(&progress).unwrap_or_default())
+            }
+            None => (None, BulkCounts::default()),
         };
         self.store.upsert_bulk_run(&BulkRun {
             promotional_credit_id: claim.promotion_id,
@@ -339,6 +385,8 @@ impl Writer {
             ));
         }
         self.store.delete_bulk_run(id)?;
+        self.store
+            .purge_bulk_resumes(chrono::DateTime::<chrono::Utc>::MIN_UTC, Some(id))?;
         self.store.delete_promotion(id)?;
         Ok(Outcome::Deleted {
             kind: Kind::PromotionalCredit,
@@ -533,6 +581,8 @@ pub enum BulkClaim {
     /// Another call to all customers of this campaign is running;
     /// `same_call` when it is this very call (same key, same request).
     Busy { same_call: bool, action: String },
+    /// The same keyed call finished already: its answer.
+    Replayed(StoredResponse),
 }
 
 /// A campaign's window: a start just set is not in the past, and the end

@@ -152,6 +152,18 @@ impl QueryMap {
         self.0.get(name).map(String::as_str)
     }
 
+    /// A search text (`q`): absent when empty; a 400 if it holds control
+    /// characters (nothing stored does, and PostgreSQL refuses NUL).
+    pub fn search(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.get(name).filter(|q| !q.is_empty()) {
+            Some(q) if crate::engine::has_control_characters(q) => Err(ApiError::invalid(
+                name,
+                format!("{name} must not contain control characters"),
+            )),
+            other => Ok(other.map(str::to_string)),
+        }
+    }
+
     pub fn paging(&self, kind: Kind) -> Result<Paging, ApiError> {
         let limit = match self.get("limit") {
             None => 20,

@@ -320,7 +320,7 @@ pub async fn list_promotion_customers(
             "status must be granted, revoked or expired",
         ));
     }
-    let q = query.get("q").map(str::to_string).filter(|q| !q.is_empty());
+    let q = query.search("q")?;
     let now = ledger.now();
     let page = ledger
         .read(move |c| {

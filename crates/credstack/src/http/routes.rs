@@ -179,7 +179,7 @@ pub async fn list_customers(State(ledger): State<Ledger>, query: QueryMap) -> An
             false,
         ));
     }
-    let q = query.get("q").map(str::to_string).filter(|q| !q.is_empty());
+    let q = query.search("q")?;
     let page = ledger
         .read(move |c| c.list_customers(q.as_deref(), paging.limit, paging.starting_after))
         .await?;

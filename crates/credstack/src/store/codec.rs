@@ -60,9 +60,11 @@ pub fn reservations_from_text(text: &str) -> Vec<Reservation> {
         .collect()
 }
 
-/// Escapes `\`, `%` and `_` for a `LIKE … ESCAPE '\'` pattern.
+/// Escapes `\`, `%` and `_` for a `LIKE … ESCAPE '\'` pattern. NUL is
+/// dropped: no stored text holds it, and PostgreSQL refuses it in a query.
 pub fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
+    text.replace('\0', "")
+        .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
 }

@@ -27,8 +27,8 @@ pub use sqlite::PurposeLedger;
 #[error("{message}")]
 pub struct StoreError {
     /// A conflict with another transaction (deadlock, serialization
-    /// failure, a unique key taken concurrently, a lock wait timed out):
-    /// rolling back and running the same work again can succeed.
+    /// failure, a unique key taken concurrently): rolling back and running
+    /// the same work again can succeed.
     pub retryable: bool,
     /// The connection is gone: drop it and connect again.
     pub broken: bool,
@@ -38,14 +38,12 @@ pub struct StoreError {
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 impl From<rusqlite::Error> for StoreError {
+    /// Nothing is worth running again on SQLite: one process writes, under
+    /// `BEGIN IMMEDIATE`, so a constraint violation is the same every time
+    /// and a busy database has already been waited for (busy timeout).
     fn from(error: rusqlite::Error) -> StoreError {
-        use rusqlite::ErrorCode::{ConstraintViolation, DatabaseBusy, DatabaseLocked};
-        let code = error.sqlite_error_code();
         StoreError {
-            retryable: matches!(
-                code,
-                Some(DatabaseBusy | DatabaseLocked | ConstraintViolation)
-            ),
+            retryable: false,
             broken: false,
             message: format!("sqlite: {error}"),
         }
@@ -56,11 +54,12 @@ impl From<::postgres::Error> for StoreError {
     fn from(error: ::postgres::Error) -> StoreError {
         use ::postgres::error::SqlState;
         let retryable = error.code().is_some_and(|code| {
+            // Not a lock wait that timed out (55P03): the row's holder is
+            // stalled, and waiting again would only hold up the whole queue.
             [
                 SqlState::T_R_SERIALIZATION_FAILURE,
                 SqlState::T_R_DEADLOCK_DETECTED,
                 SqlState::UNIQUE_VIOLATION,
-                SqlState::LOCK_NOT_AVAILABLE,
             ]
             .contains(code)
         });
@@ -189,4 +188,8 @@ store_api! {
     fn bulk_run(&mut self, promotion_id: u128) -> Option<BulkRun>;
     fn upsert_bulk_run(&mut self, run: &BulkRun) -> ();
     fn delete_bulk_run(&mut self, promotion_id: u128) -> ();
+    fn save_bulk_resume(&mut self, resume: &BulkResume) -> ();
+    /// The saved place of this campaign's keyed call, removed as it is read.
+    fn take_bulk_resume(&mut self, promotion_id: u128, key: &str) -> Option<BulkResume>;
+    fn purge_bulk_resumes(&mut self, before: Instant, promotion_id: Option<u128>) -> usize;
 }

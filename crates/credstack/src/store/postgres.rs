@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres_schema_v1.sql"),
     include_str!("postgres_schema_v2.sql"),
     include_str!("postgres_schema_v3.sql"),
+    include_str!("postgres_schema_v4.sql"),
 ];
 
 /// The schema version a migrated database is at.
@@ -48,7 +49,8 @@ pub fn open(url: &str) -> Result<Client, OpenError> {
 
 /// Parses a `postgres://` URL or key=value string. Unless the URL says
 /// otherwise, a connection attempt gives up after two seconds, so callers
-/// hear 503 promptly while the database is down.
+/// hear 503 promptly while the database is down, and TCP keepalives start
+/// after 30 s of silence.
 pub fn parse_url(url: &str) -> Result<postgres::Config, OpenError> {
     let mut config: postgres::Config = url.parse().map_err(OpenError::Url)?;
     if config.get_connect_timeout().is_none() {
@@ -56,6 +58,11 @@ pub fn parse_url(url: &str) -> Result<postgres::Config, OpenError> {
     }
     if config.get_application_name().is_none() {
         config.application_name("credstack");
+    }
+    // libpq's default is two hours of silence before the first probe: a
+    // server gone without closing the connection would stall the writer.
+    if config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(std::time::Duration::from_secs(30));
     }
     Ok(config)
 }
@@ -115,11 +122,14 @@ pub fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
 
 /// Session settings, the counterpart of SQLite's pragmas: wait at most five
 /// seconds for a row lock (SQLite's busy timeout), acknowledge a commit
-/// only once it is flushed to disk (`synchronous = FULL`), and keep
-/// notices ("already exists, skipping") out of the log.
+/// only once it is flushed to disk (`synchronous = FULL`), keep notices
+/// ("already exists, skipping") out of the log, and let the server end a
+/// transaction left idle for 15 s (a node paused or cut off mid-batch), so
+/// its row locks do not hold up the other nodes.
 pub fn configure(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
     c.batch_execute(
-        "SET lock_timeout = '5s'; SET synchronous_commit = on; SET client_min_messages = warning",
+        "SET lock_timeout = '5s'; SET synchronous_commit = on; SET client_min_messages = warning;
+         SET idle_in_transaction_session_timeout = '15s'",
     )
 }
 
@@ -1783,4 +1793,68 @@ pub fn delete_bulk_run(
         &[&id_bytes(promotion_id)],
     )?;
     Ok(())
+}
+
+pub fn save_bulk_resume(
+    c: &mut impl GenericClient,
+    resume: &BulkResume,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO bulk_run_resumes (promotional_credit_id, idempotency_key, fingerprint,
+            action, cursor, progress, saved_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (promotional_credit_id, idempotency_key) DO UPDATE SET
+            fingerprint = excluded.fingerprint, action = excluded.action,
+            cursor = excluded.cursor, progress = excluded.progress, saved_at = excluded.saved_at",
+        &[
+            &id_bytes(resume.promotional_credit_id),
+            &resume.idempotency_key,
+            &resume.fingerprint.to_vec(),
+            &resume.action,
+            &opt_id_bytes(resume.cursor),
+            &resume.progress,
+            &micros(resume.saved_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The saved place of this campaign's keyed call, removed as it is read.
+pub fn take_bulk_resume(
+    c: &mut impl GenericClient,
+    promotion_id: u128,
+    key: &str,
+) -> Result<Option<BulkResume>, postgres::Error> {
+    one(
+        c,
+        "DELETE FROM bulk_run_resumes WHERE promotional_credit_id = $1 AND idempotency_key = $2
+         RETURNING promotional_credit_id, idempotency_key, fingerprint, action, cursor, progress,
+            saved_at",
+        &[&id_bytes(promotion_id), &key],
+        |row| {
+            let fingerprint: &[u8] = row.try_get(2)?;
+            Ok(BulkResume {
+                promotional_credit_id: id_col(row, 0)?,
+                idempotency_key: row.try_get(1)?,
+                fingerprint: fingerprint.try_into().expect("fingerprints are 32 bytes"),
+                action: row.try_get(3)?,
+                cursor: opt_id_col(row, 4)?,
+                progress: row.try_get(5)?,
+                saved_at: instant(row.try_get(6)?),
+            })
+        },
+    )
+}
+
+/// Drops saved places older than `before` and, with `promotion_id`, all of
+/// that campaign's.
+pub fn purge_bulk_resumes(
+    c: &mut impl GenericClient,
+    before: Instant,
+    promotion_id: Option<u128>,
+) -> Result<usize, postgres::Error> {
+    let removed = c.execute(
+        "DELETE FROM bulk_run_resumes WHERE saved_at < $1 OR promotional_credit_id = $2",
+        &[&micros(before), &opt_id_bytes(promotion_id)],
+    )?;
+    Ok(removed as usize)
 }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
     include_str!("schema_v6.sql"),
+    include_str!("schema_v7.sql"),
 ];
 
 /// Opens (creating if needed) the database and migrates it.
@@ -1519,4 +1520,66 @@ pub fn delete_bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<(
     c.prepare_cached("DELETE FROM bulk_runs WHERE promotional_credit_id = ?")?
         .execute([ids::to_bytes(promotion_id)])?;
     Ok(())
+}
+
+pub fn save_bulk_resume(c: &Connection, resume: &BulkResume) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO bulk_run_resumes (promotional_credit_id, idempotency_key,
+            fingerprint, action, cursor, progress, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        ids::to_bytes(resume.promotional_credit_id),
+        resume.idempotency_key,
+        resume.fingerprint,
+        resume.action,
+        opt_id_bytes(resume.cursor),
+        resume.progress,
+        micros(resume.saved_at),
+    ])?;
+    Ok(())
+}
+
+/// The saved place of this campaign's keyed call, removed as it is read.
+pub fn take_bulk_resume(
+    c: &Connection,
+    promotion_id: u128,
+    key: &str,
+) -> rusqlite::Result<Option<BulkResume>> {
+    let resume = c
+        .prepare_cached(
+            "SELECT promotional_credit_id, idempotency_key, fingerprint, action, cursor, progress,
+                saved_at FROM bulk_run_resumes WHERE promotional_credit_id = ? AND idempotency_key = ?",
+        )?
+        .query_row(params![ids::to_bytes(promotion_id), key], |row| {
+            Ok(BulkResume {
+                promotional_credit_id: id_col(row, 0)?,
+                idempotency_key: row.get(1)?,
+                fingerprint: row.get(2)?,
+                action: row.get(3)?,
+                cursor: opt_id_col(row, 4)?,
+                progress: row.get(5)?,
+                saved_at: instant(row.get(6)?),
+            })
+        })
+        .optional()?;
+    if resume.is_some() {
+        c.prepare_cached(
+            "DELETE FROM bulk_run_resumes WHERE promotional_credit_id = ? AND idempotency_key = ?",
+        )?
+        .execute(params![ids::to_bytes(promotion_id), key])?;
+    }
+    Ok(resume)
+}
+
+/// Drops saved places older than `before` and, with `promotion_id`, all of
+/// that campaign's.
+pub fn purge_bulk_resumes(
+    c: &Connection,
+    before: Instant,
+    promotion_id: Option<u128>,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "DELETE FROM bulk_run_resumes WHERE saved_at < ? OR promotional_credit_id = ?",
+    )?
+    .execute(params![micros(before), opt_id_bytes(promotion_id)])
 }
