@@ -34,6 +34,10 @@ const WORKLOADS: &[&str] = &[
 struct Options {
     quick: bool,
     json: bool,
+    /// `--wallets N` and `--ops N`: override the workloads' sizes, to
+    /// compare a change on one workload quickly.
+    wallets: Option<usize>,
+    ops: Option<usize>,
     workloads: Vec<String>,
 }
 
@@ -69,7 +73,7 @@ fn main() {
         Err(message) => {
             eprintln!("{message}");
             eprintln!(
-                "usage: credstack-bench [--quick] [--json] [WORKLOAD...]\nworkloads: {}",
+                "usage: credstack-bench [--quick] [--json] [--wallets N] [--ops N] [WORKLOAD...]\nworkloads: {}",
                 WORKLOADS.join(", ")
             );
             std::process::exit(2);
@@ -87,33 +91,34 @@ fn main() {
     }
     let quick = options.quick;
     let size = |quick_size: usize, full_size: usize| if quick { quick_size } else { full_size };
+    let wallets = |quick_size: usize, full_size: usize| {
+        options.wallets.unwrap_or(size(quick_size, full_size))
+    };
+    let ops = |quick_size: usize, full_size: usize| {
+        options.ops.unwrap_or(size(quick_size, full_size)) as u64
+    };
     for workload in &options.workloads {
         let figures = match workload.as_str() {
             "engine-debits" => vec![runtime.block_on(engine_debits(
                 "engine-debits",
-                size(5_000, 100_000),
-                size(20_000, 1_000_000) as u64,
+                wallets(5_000, 100_000),
+                ops(20_000, 1_000_000),
             ))],
-            "engine-hot-wallet" => vec![runtime.block_on(engine_debits(
-                "engine-hot-wallet",
-                1,
-                size(20_000, 500_000) as u64,
-            ))],
-            "http-debits" => vec![runtime.block_on(http_debits(
-                size(1_000, 10_000),
-                size(5_000, 200_000) as u64,
-            ))],
+            "engine-hot-wallet" => {
+                vec![runtime.block_on(engine_debits("engine-hot-wallet", 1, ops(20_000, 500_000)))]
+            }
+            "http-debits" => {
+                vec![runtime.block_on(http_debits(wallets(1_000, 10_000), ops(5_000, 200_000)))]
+            }
             "http-batch" => {
-                vec![runtime.block_on(http_batch(size(1_000, 10_000), size(10, 300) as u64))]
+                vec![runtime.block_on(http_batch(wallets(1_000, 10_000), ops(10, 300)))]
             }
             "promo-grant-all" => {
-                vec![runtime.block_on(promo_grant_all(size(10_000, 1_000_000)))]
+                vec![runtime.block_on(promo_grant_all(wallets(10_000, 1_000_000)))]
             }
-            "pg-debits" => {
-                runtime.block_on(pg_debits(size(1_000, 20_000), size(5_000, 200_000) as u64))
-            }
-            "memory" => vec![runtime.block_on(memory(size(20_000, 1_000_000)))],
-            "restart" => vec![runtime.block_on(restart(size(100_000, 10_000_000) as u64))],
+            "pg-debits" => runtime.block_on(pg_debits(wallets(1_000, 20_000), ops(5_000, 200_000))),
+            "memory" => vec![runtime.block_on(memory(wallets(20_000, 1_000_000)))],
+            "restart" => vec![runtime.block_on(restart(ops(100_000, 10_000_000)))],
             other => unreachable!("checked in parse_args: {other}"),
         };
         for figure in &figures {
@@ -126,10 +131,21 @@ fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         quick: false,
         json: false,
+        wallets: None,
+        ops: None,
         workloads: Vec::new(),
     };
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    let mut number = |flag: &str, value: Option<String>| {
+        value
+            .and_then(|v| v.replace('_', "").parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{flag} needs a positive number"))
+    };
+    while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--wallets" => options.wallets = Some(number("--wallets", args.next())?),
+            "--ops" => options.ops = Some(number("--ops", args.next())?),
             "--quick" => options.quick = true,
             "--json" => options.json = true,
             name if WORKLOADS.contains(&name) => options.workloads.push(arg),
