@@ -136,7 +136,7 @@ fn parse_args() -> Result<Options, String> {
         workloads: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
-    let mut number = |flag: &str, value: Option<String>| {
+    let number = |flag: &str, value: Option<String>| {
         value
             .and_then(|v| v.replace('_', "").parse::<usize>().ok())
             .filter(|n| *n > 0)
