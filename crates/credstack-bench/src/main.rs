@@ -439,9 +439,11 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         let (server, name) = (self.server.clone(), self.name.clone());
         let dropping = std::thread::spawn(move || {
-            if let Ok(mut admin) = server.connect(postgres::NoTls) {
-                let _ =
-                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let dropped = server.connect(postgres::NoTls).and_then(|mut admin| {
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            });
+            if let Err(error) = dropped {
+                eprintln!("cannot drop the benchmark database {name}: {error:?}");
             }
         });
         let _ = dropping.join();
