@@ -170,13 +170,7 @@ async fn connections_killed_under_load_lose_nothing_acknowledged() {
             .filter(|s| &s.wallet == wallet)
             .map(|s| s.amount)
             .sum();
-        let debited: i64 = server
-            .entries(wallet)
-            .await
-            .iter()
-            .filter(|e| e["type"] == "debit")
-            .map(|e| -e["amount"].as_str().unwrap().parse::<i64>().unwrap())
-            .sum();
+        let debited = server.debited_units(wallet).await;
         assert_eq!(
             debited, expected,
             "{wallet}: every key applied exactly once"

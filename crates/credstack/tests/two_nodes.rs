@@ -102,13 +102,7 @@ async fn two_nodes_share_wallets_keys_sweeps_and_campaigns() {
             );
             node.check_invariants(wallet).await;
         }
-        let debited: i64 = nodes[1]
-            .entries(wallet)
-            .await
-            .iter()
-            .filter(|e| e["type"] == "debit")
-            .map(|e| -e["amount"].as_str().unwrap().parse::<i64>().unwrap())
-            .sum();
+        let debited = nodes[1].debited_units(wallet).await;
         assert_eq!(
             debited, UNITS,
             "the ledger agrees with the acknowledgements"

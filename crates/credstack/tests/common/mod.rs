@@ -269,6 +269,16 @@ impl Server {
             .body
     }
 
+    /// Whole units the wallet's `debit` entries took (scale 0 wallets).
+    pub async fn debited_units(&self, wallet: &str) -> i64 {
+        self.entries(wallet)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "debit")
+            .map(|e| -e["amount"].as_str().unwrap().parse::<i64>().unwrap())
+            .sum()
+    }
+
     /// Every entry of the wallet, oldest first.
     pub async fn entries(&self, wallet: &str) -> Vec<Value> {
         let mut all = Vec::new();
