@@ -327,6 +327,37 @@ pub struct StoredResponse {
     pub body: String,
 }
 
+/// A response kept under its idempotency key, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptResponse {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+    pub response: StoredResponse,
+    pub at: Instant,
+}
+
+/// Rows the writer gathers while it applies a batch and writes together
+/// (one statement per table on PostgreSQL): nothing reads them back
+/// before the batch commits.
+#[derive(Clone, Debug, Default)]
+pub struct NewRows {
+    pub entries: Vec<EntryRecord>,
+    pub debits: Vec<DebitRecord>,
+    pub responses: Vec<KeptResponse>,
+}
+
+impl NewRows {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.debits.is_empty() && self.responses.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.debits.clear();
+        self.responses.clear();
+    }
+}
+
 /// A list page: items newest first (or in the order asked), and whether more follow.
 #[derive(Clone, Debug)]
 pub struct Page<T> {

@@ -630,7 +630,7 @@ fn holds_and_debits_round_trip(store: &mut dyn Store) {
         hold_id: Some(hold.id),
         created_at: at(40),
     };
-    store.insert_debit(&debit).unwrap();
+    insert_debits(store, &[debit.clone()]);
     store
         .finish_hold(hold.id, HoldStatus::Captured, Some(debit.id), at(40))
         .unwrap();
@@ -661,7 +661,7 @@ fn holds_and_debits_round_trip(store: &mut dyn Store) {
         hold_id: None,
         ..debit.clone()
     };
-    store.insert_debit(&second).unwrap();
+    insert_debits(store, &[second.clone()]);
     let page = store.list_debits(info.id, 1, None).unwrap();
     assert_eq!(page.items, vec![second.clone()]);
     assert!(page.has_more);
@@ -723,10 +723,43 @@ fn entries_fixture(
         balance += delta;
         let mut e = entry(100 + i as u64, info.id, i as u64 + 1, grant_id, delta);
         e.balance_after = amount(balance);
-        store.insert_entry(&e).unwrap();
         entries.push(e);
     }
+    // Written together, as the writer writes a batch's rows.
+    let rows = NewRows {
+        entries: entries.clone(),
+        ..NewRows::default()
+    };
+    store.insert_rows(&rows).unwrap();
     (info, g1, g2, entries)
+}
+
+fn insert_debits(store: &mut dyn Store, debits: &[DebitRecord]) {
+    let rows = NewRows {
+        debits: debits.to_vec(),
+        ..NewRows::default()
+    };
+    store.insert_rows(&rows).unwrap();
+}
+
+/// Kept responses, written as the writer writes a batch's.
+fn keep(
+    store: &mut dyn Store,
+    kept: &[(&str, u8, &StoredResponse, Instant)],
+) -> Result<(), StoreError> {
+    let rows = NewRows {
+        responses: kept
+            .iter()
+            .map(|(key, fingerprint, response, at)| KeptResponse {
+                key: key.to_string(),
+                fingerprint: [*fingerprint; 32],
+                response: (*response).clone(),
+                at: *at,
+            })
+            .collect(),
+        ..NewRows::default()
+    };
+    store.insert_rows(&rows)
 }
 
 fn entries_list_and_answer_point_in_time_queries(store: &mut dyn Store) {
@@ -765,15 +798,23 @@ fn entries_list_and_answer_point_in_time_queries(store: &mut dyn Store) {
     );
 
     // The chart: entries oldest first with purposes, and what each purpose holds.
+    // (States written together, as the writer writes a batch's.)
     let mut paid = g1.grant.clone();
     paid.remaining = amount(600);
-    store.update_grant_state(&paid).unwrap();
     let mut promo = g2.grant.clone();
     promo.remaining = amount(50);
-    store.update_grant_state(&promo).unwrap();
     let mut state = Wallet::new(amount(500));
     state.debt = amount(30);
-    store.update_wallet_state(info.id, &state).unwrap();
+    let version = store.lock_wallets(&[info.id]).unwrap()[0].1;
+    store
+        .update_states(&[(info.id, &state)], &[&paid, &promo])
+        .unwrap();
+    assert_eq!(
+        store.lock_wallets(&[info.id]).unwrap(),
+        vec![(info.id, version + 1)]
+    );
+    assert_eq!(store.grant(g1.grant.id.0).unwrap().unwrap().grant, paid);
+    assert_eq!(store.grant(g2.grant.id.0).unwrap().unwrap().grant, promo);
     let ledger = store.entries_with_purpose(info.id, 3).unwrap().unwrap();
     assert_eq!(
         ledger.entries,
@@ -844,24 +885,39 @@ fn idempotency_keys_replay_across_connections_and_purge(
         status: 201,
         body: "{\"id\":\"deb_1\"}".to_string(),
     };
-    node_a
-        .insert_idempotency("k-old", &[1; 32], &response, at(0))
-        .unwrap();
-    node_a
-        .insert_idempotency("k-new", &[2; 32], &response, at(100))
-        .unwrap();
-    // Written on one node, read on another.
+    keep(
+        node_a,
+        &[
+            ("k-old", 1, &response, at(0)),
+            ("k-new", 2, &response, at(100)),
+        ],
+    )
+    .unwrap();
+    // Written on one node, read on another, one key or many at once.
     assert_eq!(
         node_b.idempotency("k-new").unwrap(),
         Some(([2; 32], response.clone()))
     );
     assert_eq!(node_b.idempotency("missing").unwrap(), None);
+    let mut many = node_b
+        .idempotency_many(&["k-new", "missing", "k-old"])
+        .unwrap();
+    many.sort_by(|a, b| a.key.cmp(&b.key));
+    let kept = |key: &str, fingerprint: u8, at: Instant| KeptResponse {
+        key: key.to_string(),
+        fingerprint: [fingerprint; 32],
+        response: response.clone(),
+        at,
+    };
+    assert_eq!(
+        many,
+        vec![kept("k-new", 2, at(100)), kept("k-old", 1, at(0))]
+    );
+    assert_eq!(node_b.idempotency_many(&[]).unwrap(), vec![]);
     // A key is stored once. (Whether the loser may run again is the
     // backend's: a PostgreSQL unique violation is retryable, since another
     // node may have taken the key; SQLite has one writer, so it is not.)
-    let taken = node_b
-        .insert_idempotency("k-new", &[3; 32], &response, at(1))
-        .expect_err("a key is stored once");
+    let taken = keep(node_b, &[("k-new", 3, &response, at(1))]).expect_err("a key is stored once");
     assert!(!taken.broken, "{taken}");
     assert_eq!(
         node_a.idempotency("k-new").unwrap(),

@@ -283,6 +283,8 @@ impl Engine {
             wallets: HashMap::new(),
             locked: HashMap::new(),
             touched: HashMap::new(),
+            pending: NewRows::default(),
+            known: HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("credstack-writer".into())
@@ -366,6 +368,13 @@ struct Writer {
     locked: HashMap<u128, i64>,
     /// Wallets changed in the batch in flight, with their grants as they were before it.
     touched: HashMap<u128, Vec<Grant>>,
+    /// Rows the batch in flight has yet to write: written together before
+    /// the commit, or before anything else reaches the store (see `store`).
+    pending: NewRows,
+    /// What the batch in flight knows of its idempotency keys: the kept
+    /// response, or `None` for a key the store does not have. Looked up
+    /// for the whole batch in one statement, then kept up to date.
+    known: HashMap<String, Option<([u8; 32], StoredResponse)>>,
 }
 
 impl Writer {
@@ -445,6 +454,7 @@ impl Writer {
             named.extend(self.store.grant_wallet_ids(&grants)?);
         }
         self.lock(&named)?;
+        self.look_up_keys(batch)?;
         let mut replies = Vec::with_capacity(batch.len());
         for envelope in batch {
             let reply =
@@ -456,6 +466,7 @@ impl Writer {
         // Only now do the cached states equal the store.
         self.touched.clear();
         self.locked.clear();
+        self.known.clear();
         self.bound_cache();
         Ok(replies)
     }
@@ -471,6 +482,40 @@ impl Writer {
             self.wallets.remove(&wallet_id);
         }
         self.locked.clear();
+        self.pending.clear();
+        self.known.clear();
+    }
+
+    /// The store, once the rows the batch has gathered are written, so
+    /// whatever is read or written next sees them.
+    fn store(&mut self) -> StoreResult<&mut dyn Store> {
+        if !self.pending.is_empty() {
+            self.store.insert_rows(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(&mut *self.store)
+    }
+
+    /// Looks up every idempotency key of the batch in one statement.
+    fn look_up_keys(&mut self, batch: &[Envelope]) -> StoreResult<()> {
+        let mut keys: Vec<&str> = Vec::new();
+        for envelope in batch {
+            keys.extend(envelope.idempotency.as_ref().map(|i| i.key.as_str()));
+            if let Request::DebitBatch(items) = &envelope.request {
+                keys.extend(items.iter().map(|item| item.idempotency.key.as_str()));
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for kept in self.store.idempotency_many(&keys)? {
+            self.known
+                .insert(kept.key, Some((kept.fingerprint, kept.response)));
+        }
+        for key in keys {
+            self.known.entry(key.to_string()).or_insert(None);
+        }
+        Ok(())
     }
 
     /// Locks these wallets in the transaction in flight (those not locked
@@ -514,18 +559,27 @@ impl Writer {
     /// and every grant that changed. `touched` stays as it is until the
     /// commit succeeds, so a failed commit drops these states too.
     fn flush(&mut self) -> std::result::Result<(), StoreFailure> {
+        self.store()?;
+        let mut wallets = Vec::with_capacity(self.touched.len());
+        let mut grants = Vec::new();
         for (wallet_id, before) in &self.touched {
+            let cached = &self.wallets[wallet_id];
+            wallets.push((*wallet_id, &cached.wallet));
+            grants.extend(
+                cached
+                    .wallet
+                    .grants
+                    .iter()
+                    .filter(|grant| before.iter().find(|b| b.id == grant.id) != Some(grant)),
+            );
+        }
+        self.store.update_states(&wallets, &grants)?;
+        for wallet_id in self.touched.keys() {
             let cached = self
                 .wallets
                 .get_mut(wallet_id)
                 .expect("touched wallets are cached");
-            self.store.update_wallet_state(*wallet_id, &cached.wallet)?;
             cached.version += 1;
-            for grant in &cached.wallet.grants {
-                if before.iter().find(|b| b.id == grant.id) != Some(grant) {
-                    self.store.update_grant_state(grant)?;
-                }
-            }
         }
         Ok(())
     }
@@ -575,7 +629,11 @@ impl Writer {
     }
 
     fn replay(&mut self, idempotency: &Idempotency) -> StoreResult<Option<Reply>> {
-        Ok(match self.store.idempotency(&idempotency.key)? {
+        let kept = match self.known.get(&idempotency.key) {
+            Some(known) => known.clone(),
+            None => self.store()?.idempotency(&idempotency.key)?,
+        };
+        Ok(match kept {
             None => None,
             Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
                 Some(Reply::Replayed(stored))
@@ -594,12 +652,17 @@ impl Writer {
             })),
             _ => (self.render)(result),
         };
-        self.store.insert_idempotency(
-            &idempotency.key,
-            &idempotency.fingerprint,
-            &response,
-            self.clock.now(),
-        )
+        self.known.insert(
+            idempotency.key.clone(),
+            Some((idempotency.fingerprint, response.clone())),
+        );
+        self.pending.responses.push(KeptResponse {
+            key: idempotency.key.clone(),
+            fingerprint: idempotency.fingerprint,
+            response,
+            at: self.clock.now(),
+        });
+        Ok(())
     }
 
     /// Applies one request. A store failure comes back as `Error::Unavailable`.
@@ -613,7 +676,7 @@ impl Writer {
                 scale,
             } => self.create_credit_system(key, name, unit, *scale, now),
             Request::UpdateCreditSystem { id, name, active } => {
-                let mut cs = self.store.credit_system(*id)?.ok_or(Error::NotFound {
+                let mut cs = self.store()?.credit_system(*id)?.ok_or(Error::NotFound {
                     what: "credit system",
                 })?;
                 if let Some(name) = name {
@@ -622,7 +685,7 @@ impl Writer {
                 if let Some(active) = active {
                     cs.active = *active;
                 }
-                self.store.upsert_credit_system(&cs)?;
+                self.store()?.upsert_credit_system(&cs)?;
                 Ok(Outcome::CreditSystem(cs))
             }
             Request::CreateCustomer {
@@ -650,7 +713,7 @@ impl Writer {
                 metadata,
             } => {
                 let mut customer = self
-                    .store
+                    .store()?
                     .customer(*id)?
                     .ok_or(Error::NotFound { what: "customer" })?;
                 if let Some(name) = name {
@@ -698,11 +761,11 @@ impl Writer {
             Request::AddGrant(new) => self.add_grant(new, now),
             Request::VoidGrant { id } => {
                 let record = self
-                    .store
+                    .store()?
                     .grant(*id)?
                     .ok_or(Error::NotFound { what: "grant" })?;
                 self.void(record.wallet_id, *id, now)?;
-                let record = self.store.grant(*id)?.expect("grant exists");
+                let record = self.store()?.grant(*id)?.expect("grant exists");
                 let grant = self
                     .current_grant(record.wallet_id, GrantId(*id))
                     .unwrap_or(record.grant.clone());
@@ -733,7 +796,7 @@ impl Writer {
             Request::CaptureHold { id, amount } => self.capture(*id, amount, now),
             Request::ReleaseHold { id } => {
                 let hold = self
-                    .store
+                    .store()?
                     .hold(*id)?
                     .ok_or(Error::NotFound { what: "hold" })?;
                 self.with_wallet(hold.wallet_id, now, |_, wallet, changes| {
@@ -741,7 +804,7 @@ impl Writer {
                         .release(HoldId(*id), now, changes)
                         .map_err(|r| Error::from_rejection(r, "amount"))
                 })?;
-                let hold = self.store.hold(*id)?.expect("hold exists");
+                let hold = self.store()?.hold(*id)?.expect("hold exists");
                 Ok(Outcome::Hold(hold))
             }
             Request::Materialise { wallet_ids } => {
@@ -768,7 +831,7 @@ impl Writer {
                 // Only the bootstrap key has a secret chosen outside; two
                 // nodes starting with the same one race to store it.
                 if self
-                    .store
+                    .store()?
                     .api_keys()?
                     .iter()
                     .any(|k| k.secret_hash == key.secret_hash)
@@ -778,14 +841,14 @@ impl Writer {
                         "a key with this secret already exists",
                     ));
                 }
-                self.store.insert_api_key(&key)?;
+                self.store()?.insert_api_key(&key)?;
                 Ok(Outcome::ApiKey {
                     key,
                     secret: Some(secret.clone()),
                 })
             }
             Request::DeleteApiKey { id } => {
-                if !self.store.delete_api_key(*id)? {
+                if !self.store()?.delete_api_key(*id)? {
                     return Err(Error::NotFound { what: "API key" });
                 }
                 Ok(Outcome::Deleted {
@@ -832,19 +895,19 @@ impl Writer {
             }
             Request::PurgeExpired => {
                 let before = now - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
-                self.store.purge_idempotency(before)?;
+                self.store()?.purge_idempotency(before)?;
                 let wall_before =
                     chrono::Utc::now() - chrono::Duration::hours(IDEMPOTENCY_KEEP_HOURS);
-                self.store.purge_bulk_resumes(wall_before, None)?;
-                self.store.purge_sessions(chrono::Utc::now())?;
+                self.store()?.purge_bulk_resumes(wall_before, None)?;
+                self.store()?.purge_sessions(chrono::Utc::now())?;
                 Ok(Outcome::Done)
             }
             Request::CreateSession(session) => {
-                self.store.insert_session(session)?;
+                self.store()?.insert_session(session)?;
                 Ok(Outcome::Done)
             }
             Request::DeleteSession { token_hash } => {
-                self.store.delete_session(token_hash)?;
+                self.store()?.delete_session(token_hash)?;
                 Ok(Outcome::Done)
             }
         }
@@ -871,7 +934,7 @@ impl Writer {
         }
         let scale =
             Scale::new(scale).ok_or_else(|| Error::invalid("scale", "must be between 0 and 6"))?;
-        if self.store.credit_system_by_key(key)?.is_some() {
+        if self.store()?.credit_system_by_key(key)?.is_some() {
             return Err(Error::Conflict {
                 code: "credit_system_key_taken",
                 message: format!("a credit system with key {key:?} already exists"),
@@ -887,13 +950,13 @@ impl Writer {
             active: true,
             created_at: now,
         };
-        self.store.upsert_credit_system(&cs)?;
+        self.store()?.upsert_credit_system(&cs)?;
         Ok(Outcome::CreditSystem(cs))
     }
 
     fn save_customer(&mut self, customer: &Customer) -> Result<()> {
         if let Some(external_id) = &customer.external_id
-            && let Some(other) = self.store.customer_by_external_id(external_id)?
+            && let Some(other) = self.store()?.customer_by_external_id(external_id)?
             && other.id != customer.id
         {
             return Err(Error::Conflict {
@@ -902,7 +965,7 @@ impl Writer {
                 param: Some("external_id".into()),
             });
         }
-        self.store.upsert_customer(customer)?;
+        self.store()?.upsert_customer(customer)?;
         Ok(())
     }
 
@@ -913,11 +976,11 @@ impl Writer {
         overdraft_limit: Option<&str>,
         now: Instant,
     ) -> Result<Outcome> {
-        if self.store.customer(customer_id)?.is_none() {
+        if self.store()?.customer(customer_id)?.is_none() {
             return Err(Error::invalid("customer_id", "no such customer"));
         }
         let cs = self
-            .store
+            .store()?
             .credit_system(credit_system_id)?
             .ok_or_else(|| Error::invalid("credit_system_id", "no such credit system"))?;
         if !cs.active {
@@ -928,7 +991,7 @@ impl Writer {
             });
         }
         if self
-            .store
+            .store()?
             .wallet_by_owner(customer_id, credit_system_id)?
             .is_some()
         {
@@ -955,7 +1018,7 @@ impl Writer {
             created_at: now,
         };
         let wallet = Wallet::new(limit);
-        self.store.insert_wallet(&info, &wallet)?;
+        self.store()?.insert_wallet(&info, &wallet)?;
         // The insert holds the new row's lock until the commit.
         self.locked.insert(info.id, 0);
         let cached = Cached {
@@ -1003,7 +1066,7 @@ impl Writer {
             })
         })?;
         // The entries written above reference the grant; insert its row in the same commit.
-        self.store.insert_grant(&record)?;
+        self.store()?.insert_grant(&record)?;
         Ok(Outcome::Grant(Box::new(record)))
     }
 
@@ -1029,7 +1092,7 @@ impl Writer {
                 created_at: now,
             })
         })?;
-        self.store.insert_debit(&record)?;
+        self.pending.debits.push(record.clone());
         Ok(Outcome::Debit(record))
     }
 
@@ -1068,13 +1131,13 @@ impl Writer {
                 created_at: now,
             })
         })?;
-        self.store.insert_hold(&record)?;
+        self.store()?.insert_hold(&record)?;
         Ok(Outcome::Hold(record))
     }
 
     fn capture(&mut self, hold_id: u128, amount: &str, now: Instant) -> Result<Outcome> {
         let hold = self
-            .store
+            .store()?
             .hold(hold_id)?
             .ok_or(Error::NotFound { what: "hold" })?;
         let debit_id = self.ids.next();
@@ -1096,10 +1159,10 @@ impl Writer {
                 created_at: now,
             })
         })?;
-        self.store.insert_debit(&debit)?;
-        self.store
+        self.pending.debits.push(debit);
+        self.store()?
             .finish_hold(hold_id, HoldStatus::Captured, Some(debit_id), now)?;
-        let hold = self.store.hold(hold_id)?.expect("hold exists");
+        let hold = self.store()?.hold(hold_id)?.expect("hold exists");
         Ok(Outcome::Hold(hold))
     }
 
@@ -1124,7 +1187,7 @@ impl Writer {
     /// nothing left and nothing to renew): nothing to forfeit, so no entry.
     fn void_finished_grant(&mut self, id: u128, now: Instant) -> Result<()> {
         let mut record = self
-            .store
+            .store()?
             .grant(id)?
             .ok_or(Error::NotFound { what: "grant" })?;
         if record.grant.is_ended() {
@@ -1135,7 +1198,7 @@ impl Writer {
         }
         record.grant.status = credstack_core::GrantStatus::Voided;
         record.grant.ended_at = Some(now);
-        self.store.update_grant_state(&record.grant)?;
+        self.store()?.update_grant_state(&record.grant)?;
         Ok(())
     }
 
@@ -1173,7 +1236,7 @@ impl Writer {
         };
         if !self.wallets.contains_key(&wallet_id) {
             let (info, wallet) = self
-                .store
+                .store()?
                 .load_wallet(wallet_id)?
                 .ok_or(Error::NotFound { what: "wallet" })?;
             let cached = Cached {
@@ -1213,15 +1276,15 @@ impl Writer {
                     Reference::Hold(id) => ids::format(Kind::Hold, id.0),
                 },
             };
-            self.store.insert_entry(&record)?;
+            self.pending.entries.push(record);
         }
         for grant in &changes.finished_grants {
-            self.store.update_grant_state(grant)?;
+            self.store()?.update_grant_state(grant)?;
         }
         for (hold, end, at) in &changes.finished_holds {
             // Captures record their debit themselves.
             if *end != credstack_core::HoldEnd::Captured {
-                self.store
+                self.store()?
                     .finish_hold(hold.id.0, (*end).into(), None, *at)?;
             }
         }

@@ -70,7 +70,7 @@ impl Writer {
     /// to a campaign and its assignments takes this lock first, so grants,
     /// revokes and edits of one campaign from several nodes take turns.
     fn promotion(&mut self, id: u128) -> Result<PromotionalCredit> {
-        self.store.lock_promotion(id)?.ok_or(Error::NotFound {
+        self.store()?.lock_promotion(id)?.ok_or(Error::NotFound {
             what: "promotional credit",
         })
     }
@@ -83,7 +83,7 @@ impl Writer {
         // Under the campaign lock: a keyed call that finished meanwhile
         // (on any node) replays rather than running again.
         if let Some(idempotency) = &claim.idempotency
-            && let Some((fingerprint, stored)) = self.store.idempotency(&idempotency.key)?
+            && let Some((fingerprint, stored)) = self.store()?.idempotency(&idempotency.key)?
         {
             if fingerprint != idempotency.fingerprint {
                 return Err(Error::idempotency_key_reused());
@@ -97,7 +97,7 @@ impl Writer {
                 })
         };
         let mut resume = None;
-        match self.store.bulk_run(claim.promotion_id)? {
+        match self.store()?.bulk_run(claim.promotion_id)? {
             // An ended call is kept only to show its outcome.
             Some(run) if run.finished_at.is_some() => {}
             Some(run) if run.lease_until > claim.wall_now => {
@@ -116,7 +116,7 @@ impl Writer {
             // for its own retry.
             Some(run) => {
                 if let (Some(key), Some(fingerprint)) = (run.idempotency_key, run.fingerprint) {
-                    self.store.save_bulk_resume(&BulkResume {
+                    self.store()?.save_bulk_resume(&BulkResume {
                         promotional_credit_id: claim.promotion_id,
                         idempotency_key: key,
                         fingerprint,
@@ -132,7 +132,7 @@ impl Writer {
         if resume.is_none()
             && let Some(idempotency) = &claim.idempotency
             && let Some(saved) = self
-                .store
+                .store()?
                 .take_bulk_resume(claim.promotion_id, &idempotency.key)?
             && same_call(
                 Some(&saved.idempotency_key),
@@ -148,7 +148,7 @@ impl Writer {
             }
             None => (None, BulkCounts::default()),
         };
-        self.store.upsert_bulk_run(&BulkRun {
+        self.store()?.upsert_bulk_run(&BulkRun {
             promotional_credit_id: claim.promotion_id,
             run_id: claim.run_id,
             action: claim.action.clone(),
@@ -167,7 +167,7 @@ impl Writer {
     /// Checks that `step`'s run still holds its campaign (a run whose lease
     /// passed may have been taken over) before a chunk changes anything.
     fn check_run(&mut self, promotion_id: u128, step: &RunStep) -> Result<BulkRun> {
-        match self.store.bulk_run(promotion_id)? {
+        match self.store()?.bulk_run(promotion_id)? {
             Some(run) if run.run_id == step.run_id && run.finished_at.is_none() => Ok(run),
             _ => Err(Error::conflict(
                 "bulk_run_taken_over",
@@ -196,7 +196,7 @@ impl Writer {
         run.progress = serde_json::to_string(&counts).expect("counts serialize");
         run.cursor = Some(step.cursor);
         run.lease_until = step.lease_until;
-        self.store.upsert_bulk_run(&run)?;
+        self.store()?.upsert_bulk_run(&run)?;
         Ok(())
     }
 
@@ -210,7 +210,7 @@ impl Writer {
         end: RunEnd,
     ) -> Result<()> {
         self.promotion(promotion_id)?;
-        let Some(run) = self.store.bulk_run(promotion_id)? else {
+        let Some(run) = self.store()?.bulk_run(promotion_id)? else {
             return Ok(());
         };
         if run.run_id != run_id || run.finished_at.is_some() {
@@ -227,12 +227,12 @@ impl Writer {
                 ..run
             },
         };
-        self.store.upsert_bulk_run(&run)?;
+        self.store()?.upsert_bulk_run(&run)?;
         Ok(())
     }
 
     fn promotion_view(&mut self, promotion: PromotionalCredit, now: Instant) -> Result<Outcome> {
-        let (granted_count, revoked_count) = self.store.promotion_counts(promotion.id, now)?;
+        let (granted_count, revoked_count) = self.store()?.promotion_counts(promotion.id, now)?;
         Ok(Outcome::Promotion(Box::new(PromotionView {
             promotion,
             granted_count,
@@ -244,7 +244,7 @@ impl Writer {
     /// The active credit system a campaign funds (rule 19).
     fn active_credit_system(&mut self, id: u128) -> Result<CreditSystem> {
         let cs = self
-            .store
+            .store()?
             .credit_system(id)?
             .ok_or_else(|| Error::invalid("credit_system_id", "no such credit system"))?;
         if !cs.active {
@@ -280,7 +280,7 @@ impl Writer {
             created_at: now,
         };
         check_window(&promotion, now, true)?;
-        self.store.upsert_promotion(&promotion)?;
+        self.store()?.upsert_promotion(&promotion)?;
         self.promotion_view(promotion, now)
     }
 
@@ -371,7 +371,7 @@ impl Writer {
             promotion.starts_at = starts_at;
         }
         check_window(&promotion, now, starts_at_changed)?;
-        self.store.upsert_promotion(&promotion)?;
+        self.store()?.upsert_promotion(&promotion)?;
         self.promotion_view(promotion, now)
     }
 
@@ -384,10 +384,10 @@ impl Writer {
                 "a promotional credit that has been granted cannot be deleted; end it with ends_at",
             ));
         }
-        self.store.delete_bulk_run(id)?;
-        self.store
+        self.store()?.delete_bulk_run(id)?;
+        self.store()?
             .purge_bulk_resumes(chrono::DateTime::<chrono::Utc>::MIN_UTC, Some(id))?;
-        self.store.delete_promotion(id)?;
+        self.store()?.delete_promotion(id)?;
         Ok(Outcome::Deleted {
             kind: Kind::PromotionalCredit,
             id,
@@ -420,7 +420,7 @@ impl Writer {
         }
         if !outcome.granted.is_empty() && !promotion.applied {
             promotion.applied = true;
-            self.store.upsert_promotion(&promotion)?;
+            self.store()?.upsert_promotion(&promotion)?;
         }
         if let (Some(running), Some(step)) = (running, run) {
             self.advance_run(running, step, outcome.granted.len(), &outcome.skipped)?;
@@ -434,14 +434,14 @@ impl Writer {
         customer_id: u128,
         now: Instant,
     ) -> Result<std::result::Result<Assignment, Skip>> {
-        if self.store.customer(customer_id)?.is_none() {
+        if self.store()?.customer(customer_id)?.is_none() {
             return Ok(Err(Skip::CustomerNotFound));
         }
         let wallet = self
-            .store
+            .store()?
             .wallet_by_owner(customer_id, promotion.credit_system_id)?;
         let active = self
-            .store
+            .store()?
             .active_assignments(promotion.id, customer_id, now)?
             .len();
         if let Err(skip) = promotion.policy.may_grant(wallet.is_some(), active) {
@@ -487,8 +487,8 @@ impl Writer {
             },
             created_at: now,
         };
-        self.store.insert_grant(&record)?;
-        self.store.upsert_assignment(&assignment)?;
+        self.store()?.insert_grant(&record)?;
+        self.store()?.upsert_assignment(&assignment)?;
         Ok(Ok(assignment))
     }
 
@@ -506,12 +506,12 @@ impl Writer {
         let running = run.map(|step| self.check_run(id, step)).transpose()?;
         let mut outcome = PromotionRevoke::default();
         for &customer_id in customer_ids {
-            if self.store.customer(customer_id)?.is_none() {
+            if self.store()?.customer(customer_id)?.is_none() {
                 outcome.skipped.push((customer_id, Skip::CustomerNotFound));
                 continue;
             }
             let active = self
-                .store
+                .store()?
                 .active_assignments(promotion.id, customer_id, now)?;
             if active.is_empty() {
                 outcome.skipped.push((customer_id, Skip::NotGranted));
@@ -519,7 +519,7 @@ impl Writer {
             }
             for mut assignment in active {
                 assignment.revoked_at = Some(now);
-                self.store.upsert_assignment(&assignment)?;
+                self.store()?.upsert_assignment(&assignment)?;
                 match self.void(assignment.wallet_id, assignment.grant_id, now) {
                     // An operator may have voided the grant already; the
                     // assignment ends all the same.

@@ -142,6 +142,9 @@ store_api! {
     fn insert_wallet(&mut self, info: &WalletInfo, wallet: &Wallet) -> ();
     /// Writes the wallet's balances and next event and adds one to its `version`.
     fn update_wallet_state(&mut self, id: u128, wallet: &Wallet) -> ();
+    /// [`Store::update_wallet_state`] and [`Store::update_grant_state`] for
+    /// many at once: one statement per table on PostgreSQL.
+    fn update_states(&mut self, wallets: &[(u128, &Wallet)], grants: &[&Grant]) -> ();
     fn due_wallets(&mut self, now: Instant, limit: usize) -> Vec<u128>;
     fn wallet_next_event_at(&mut self, id: u128) -> Option<Instant>;
     fn grant(&mut self, id: u128) -> Option<GrantRecord>;
@@ -153,8 +156,9 @@ store_api! {
     fn finish_hold(&mut self, id: u128, status: HoldStatus, debit_id: Option<u128>, ended_at: Instant) -> ();
     fn debit(&mut self, id: u128) -> Option<DebitRecord>;
     fn list_debits(&mut self, wallet_id: u128, limit: usize, starting_after: Option<u128>) -> Page<DebitRecord>;
-    fn insert_debit(&mut self, debit: &DebitRecord) -> ();
-    fn insert_entry(&mut self, entry: &EntryRecord) -> ();
+    /// Inserts entries, debits and kept responses: one statement per
+    /// table on PostgreSQL.
+    fn insert_rows(&mut self, rows: &NewRows) -> ();
     fn list_entries(&mut self, wallet_id: u128, ascending: bool, limit: usize, starting_after: Option<u128>) -> Page<EntryRecord>;
     fn balance_at(&mut self, wallet_id: u128, at: Instant) -> Amount;
     fn grant_remainders_at(&mut self, wallet_id: u128, at: Instant) -> Vec<(u128, Amount)>;
@@ -163,7 +167,8 @@ store_api! {
     fn insert_api_key(&mut self, key: &ApiKey) -> ();
     fn delete_api_key(&mut self, id: u128) -> bool;
     fn idempotency(&mut self, key: &str) -> Option<([u8; 32], StoredResponse)>;
-    fn insert_idempotency(&mut self, key: &str, fingerprint: &[u8; 32], response: &StoredResponse, at: Instant) -> ();
+    /// The kept responses of those of these keys that have one, in one statement.
+    fn idempotency_many(&mut self, keys: &[&str]) -> Vec<KeptResponse>;
     fn purge_idempotency(&mut self, before: Instant) -> usize;
     fn promotion(&mut self, id: u128) -> Option<PromotionalCredit>;
     fn list_promotions(&mut self, status: Option<credstack_core::promotion::Status>, now: Instant, limit: usize, starting_after: Option<u128>) -> Page<PromotionalCredit>;

@@ -692,6 +692,55 @@ pub fn update_wallet_state(
     Ok(())
 }
 
+/// Writes many wallets' and grants' states: one `UPDATE … FROM unnest(…)`
+/// per table. Each wallet and grant appears at most once.
+pub fn update_states(
+    c: &mut impl GenericClient,
+    wallets: &[(u128, &Wallet)],
+    grants: &[&Grant],
+) -> Result<(), postgres::Error> {
+    if !wallets.is_empty() {
+        let w = wallets;
+        let ids: Vec<Vec<u8>> = w.iter().map(|(id, _)| id_bytes(*id)).collect();
+        let limits: Vec<i64> = w.iter().map(|(_, w)| w.overdraft_limit.atomic()).collect();
+        let debts: Vec<i64> = w.iter().map(|(_, w)| w.debt.atomic()).collect();
+        let balances: Vec<i64> = w.iter().map(|(_, w)| w.balance.atomic()).collect();
+        let sequences: Vec<i64> = w.iter().map(|(_, w)| counter(w.last_sequence)).collect();
+        let next: Vec<Option<i64>> = w
+            .iter()
+            .map(|(_, w)| w.next_event_at().map(micros))
+            .collect();
+        c.execute(
+            "UPDATE wallets w SET overdraft_limit = u.overdraft_limit, debt = u.debt,
+                balance = u.balance, last_sequence = u.last_sequence,
+                next_event_at = u.next_event_at, version = w.version + 1
+             FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                $6::bigint[]) AS u(id, overdraft_limit, debt, balance, last_sequence, next_event_at)
+             WHERE w.id = u.id",
+            &[&ids, &limits, &debts, &balances, &sequences, &next],
+        )?;
+    }
+    if !grants.is_empty() {
+        let g = grants;
+        let ids: Vec<Vec<u8>> = g.iter().map(|g| id_bytes(g.id.0)).collect();
+        let remaining: Vec<i64> = g.iter().map(|g| g.remaining.atomic()).collect();
+        let held: Vec<i64> = g.iter().map(|g| g.held.atomic()).collect();
+        let cycles: Vec<i64> = g.iter().map(|g| counter(g.cycle)).collect();
+        let statuses: Vec<&str> = g.iter().map(|g| g.status.as_str()).collect();
+        let ended: Vec<Option<i64>> = g.iter().map(|g| g.ended_at.map(micros)).collect();
+        let live: Vec<bool> = g.iter().map(|g| g.is_live()).collect();
+        c.execute(
+            "UPDATE grants g SET remaining = u.remaining, held = u.held, cycle = u.cycle,
+                status = u.status, ended_at = u.ended_at, live = u.live
+             FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
+                $6::bigint[], $7::boolean[]) AS u(id, remaining, held, cycle, status, ended_at, live)
+             WHERE g.id = u.id",
+            &[&ids, &remaining, &held, &cycles, &statuses, &ended, &live],
+        )?;
+    }
+    Ok(())
+}
+
 /// Wallets with an event due at or before `now`, soonest first.
 pub fn due_wallets(
     c: &mut impl GenericClient,
@@ -972,29 +1021,6 @@ pub fn list_debits(
     page(c, &sql, &[&wallet], limit, starting_after, debit_row)
 }
 
-pub fn insert_debit(
-    c: &mut impl GenericClient,
-    debit: &DebitRecord,
-) -> Result<(), postgres::Error> {
-    c.execute(
-        "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
-            metadata, hold_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &id_bytes(debit.id),
-            &id_bytes(debit.wallet_id),
-            &debit.amount.atomic(),
-            &parts_json(debit.allocations.iter().map(|a| (a.grant, a.amount))),
-            &debit.balance_after.atomic(),
-            &debit.description,
-            &metadata_json(&debit.metadata),
-            &opt_id_bytes(debit.hold_id),
-            &micros(debit.created_at),
-        ],
-    )?;
-    Ok(())
-}
-
 // ---- entries ------------------------------------------------------------------
 
 const ENTRY_COLUMNS: &str = "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.balance_after,
@@ -1002,29 +1028,6 @@ const ENTRY_COLUMNS: &str = "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.
 
 fn entry_row(row: &Row) -> Result<EntryRecord, postgres::Error> {
     entry_from(row, 0)
-}
-
-pub fn insert_entry(
-    c: &mut impl GenericClient,
-    entry: &EntryRecord,
-) -> Result<(), postgres::Error> {
-    c.execute(
-        "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after, occurred_at,
-            grant_id, reference)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &id_bytes(entry.wallet_id),
-            &counter(entry.sequence),
-            &id_bytes(entry.id),
-            &entry.kind.as_str(),
-            &entry.amount.atomic(),
-            &entry.balance_after.atomic(),
-            &micros(entry.occurred_at),
-            &opt_id_bytes(entry.grant_id),
-            &entry.reference,
-        ],
-    )?;
-    Ok(())
 }
 
 /// The wallet's ledger by sequence, `ascending` or newest first, after the
@@ -1170,24 +1173,113 @@ pub fn idempotency(
     )
 }
 
-pub fn insert_idempotency(
+/// The kept responses of those of these keys that have one, in one statement.
+pub fn idempotency_many(
     c: &mut impl GenericClient,
-    key: &str,
-    fingerprint: &[u8; 32],
-    response: &StoredResponse,
-    at: Instant,
-) -> Result<(), postgres::Error> {
-    c.execute(
-        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
-        &[
-            &key,
-            &fingerprint.as_slice(),
-            &i32::from(response.status),
-            &response.body,
-            &micros(at),
-        ],
-    )?;
+    keys: &[&str],
+) -> Result<Vec<KeptResponse>, postgres::Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    all(
+        c,
+        "SELECT key, fingerprint, status, body, created_at FROM idempotency_keys
+         WHERE key = ANY($1)",
+        &[&keys],
+        |row| {
+            let fingerprint: &[u8] = row.try_get(1)?;
+            let status: i32 = row.try_get(2)?;
+            Ok(KeptResponse {
+                key: row.try_get(0)?,
+                fingerprint: fingerprint.try_into().expect("fingerprints are 32 bytes"),
+                response: StoredResponse {
+                    status: u16::try_from(status).expect("stored statuses are u16"),
+                    body: row.try_get(3)?,
+                },
+                at: instant_col(row, 4)?,
+            })
+        },
+    )
+}
+
+/// Inserts the rows a batch gathered: one `INSERT … SELECT FROM unnest(…)`
+/// per table, so a batch of any size costs three round trips.
+pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), postgres::Error> {
+    if !rows.entries.is_empty() {
+        let e = &rows.entries;
+        let wallet_ids: Vec<Vec<u8>> = e.iter().map(|e| id_bytes(e.wallet_id)).collect();
+        let sequences: Vec<i64> = e.iter().map(|e| counter(e.sequence)).collect();
+        let ids: Vec<Vec<u8>> = e.iter().map(|e| id_bytes(e.id)).collect();
+        let kinds: Vec<&str> = e.iter().map(|e| e.kind.as_str()).collect();
+        let amounts: Vec<i64> = e.iter().map(|e| e.amount.atomic()).collect();
+        let balances: Vec<i64> = e.iter().map(|e| e.balance_after.atomic()).collect();
+        let times: Vec<i64> = e.iter().map(|e| micros(e.occurred_at)).collect();
+        let grant_ids: Vec<Option<Vec<u8>>> = e.iter().map(|e| opt_id_bytes(e.grant_id)).collect();
+        let references: Vec<&str> = e.iter().map(|e| e.reference.as_str()).collect();
+        c.execute(
+            "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after,
+                occurred_at, grant_id, reference)
+             SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[],
+                $5::bigint[], $6::bigint[], $7::bigint[], $8::bytea[], $9::text[])",
+            &[
+                &wallet_ids,
+                &sequences,
+                &ids,
+                &kinds,
+                &amounts,
+                &balances,
+                &times,
+                &grant_ids,
+                &references,
+            ],
+        )?;
+    }
+    if !rows.debits.is_empty() {
+        let d = &rows.debits;
+        let ids: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.id)).collect();
+        let wallet_ids: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.wallet_id)).collect();
+        let amounts: Vec<i64> = d.iter().map(|d| d.amount.atomic()).collect();
+        let allocations: Vec<String> = d
+            .iter()
+            .map(|d| parts_json(d.allocations.iter().map(|a| (a.grant, a.amount))))
+            .collect();
+        let balances: Vec<i64> = d.iter().map(|d| d.balance_after.atomic()).collect();
+        let descriptions: Vec<Option<&str>> = d.iter().map(|d| d.description.as_deref()).collect();
+        let metadata: Vec<String> = d.iter().map(|d| metadata_json(&d.metadata)).collect();
+        let hold_ids: Vec<Option<Vec<u8>>> = d.iter().map(|d| opt_id_bytes(d.hold_id)).collect();
+        let times: Vec<i64> = d.iter().map(|d| micros(d.created_at)).collect();
+        c.execute(
+            "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
+                metadata, hold_id, created_at)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::text[],
+                $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::bigint[])",
+            &[
+                &ids,
+                &wallet_ids,
+                &amounts,
+                &allocations,
+                &balances,
+                &descriptions,
+                &metadata,
+                &hold_ids,
+                &times,
+            ],
+        )?;
+    }
+    if !rows.responses.is_empty() {
+        let r = &rows.responses;
+        let keys: Vec<&str> = r.iter().map(|r| r.key.as_str()).collect();
+        let fingerprints: Vec<&[u8]> = r.iter().map(|r| r.fingerprint.as_slice()).collect();
+        let statuses: Vec<i32> = r.iter().map(|r| i32::from(r.response.status)).collect();
+        let bodies: Vec<&str> = r.iter().map(|r| r.response.body.as_str()).collect();
+        let times: Vec<i64> = r.iter().map(|r| micros(r.at)).collect();
+        c.execute(
+            "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::integer[], $4::text[],
+                $5::bigint[])",
+            &[&keys, &fingerprints, &statuses, &bodies, &times],
+        )?;
+    }
     Ok(())
 }
 

@@ -494,6 +494,20 @@ pub fn update_wallet_state(c: &Connection, id: u128, wallet: &Wallet) -> rusqlit
     Ok(())
 }
 
+pub fn update_states(
+    c: &Connection,
+    wallets: &[(u128, &Wallet)],
+    grants: &[&Grant],
+) -> rusqlite::Result<()> {
+    for (id, wallet) in wallets {
+        update_wallet_state(c, *id, wallet)?;
+    }
+    for grant in grants {
+        update_grant_state(c, grant)?;
+    }
+    Ok(())
+}
+
 /// Wallets with an event due at or before `now`, soonest first.
 pub fn due_wallets(c: &Connection, now: Instant, limit: usize) -> rusqlite::Result<Vec<u128>> {
     c.prepare_cached(
@@ -761,7 +775,7 @@ pub fn list_debits(
     page(c, &sql, &[&wallet], limit, starting_after, debit_row)
 }
 
-pub fn insert_debit(c: &Connection, debit: &DebitRecord) -> rusqlite::Result<()> {
+fn insert_debit(c: &Connection, debit: &DebitRecord) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
             metadata, hold_id, created_at)
@@ -802,7 +816,7 @@ fn entry_row(row: &Row) -> rusqlite::Result<EntryRecord> {
     })
 }
 
-pub fn insert_entry(c: &Connection, entry: &EntryRecord) -> rusqlite::Result<()> {
+fn insert_entry(c: &Connection, entry: &EntryRecord) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after, occurred_at,
             grant_id, reference)
@@ -961,7 +975,7 @@ pub fn idempotency(
         .optional()
 }
 
-pub fn insert_idempotency(
+fn insert_idempotency(
     c: &Connection,
     key: &str,
     fingerprint: &[u8; 32],
@@ -979,6 +993,47 @@ pub fn insert_idempotency(
         response.body,
         micros(at)
     ])?;
+    Ok(())
+}
+
+/// The kept responses of those of these keys that have one.
+pub fn idempotency_many(c: &Connection, keys: &[&str]) -> rusqlite::Result<Vec<KeptResponse>> {
+    let mut statement = c.prepare_cached(
+        "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE key = ?",
+    )?;
+    let mut found = Vec::new();
+    for key in keys {
+        let kept = statement
+            .query_row([key], |row| {
+                let fingerprint: Vec<u8> = row.get(0)?;
+                Ok(KeptResponse {
+                    key: key.to_string(),
+                    fingerprint: fingerprint.try_into().expect("fingerprints are 32 bytes"),
+                    response: StoredResponse {
+                        status: row.get(1)?,
+                        body: row.get(2)?,
+                    },
+                    at: instant(row.get(3)?),
+                })
+            })
+            .optional()?;
+        found.extend(kept);
+    }
+    Ok(found)
+}
+
+/// Inserts the rows a batch gathered. In-process statements cost little
+/// each, so this is one prepared statement per row.
+pub fn insert_rows(c: &Connection, rows: &NewRows) -> rusqlite::Result<()> {
+    for entry in &rows.entries {
+        insert_entry(c, entry)?;
+    }
+    for debit in &rows.debits {
+        insert_debit(c, debit)?;
+    }
+    for kept in &rows.responses {
+        insert_idempotency(c, &kept.key, &kept.fingerprint, &kept.response, kept.at)?;
+    }
     Ok(())
 }
 
