@@ -630,7 +630,7 @@ fn holds_and_debits_round_trip(store: &mut dyn Store) {
         hold_id: Some(hold.id),
         created_at: at(40),
     };
-    insert_debits(store, &[debit.clone()]);
+    insert_debits(store, std::slice::from_ref(&debit));
     store
         .finish_hold(hold.id, HoldStatus::Captured, Some(debit.id), at(40))
         .unwrap();
@@ -661,7 +661,7 @@ fn holds_and_debits_round_trip(store: &mut dyn Store) {
         hold_id: None,
         ..debit.clone()
     };
-    insert_debits(store, &[second.clone()]);
+    insert_debits(store, std::slice::from_ref(&second));
     let page = store.list_debits(info.id, 1, None).unwrap();
     assert_eq!(page.items, vec![second.clone()]);
     assert!(page.has_more);
