@@ -532,11 +532,32 @@ impl Writer {
         }
         wanted.sort_unstable();
         wanted.dedup();
-        for (id, version) in self.store.lock_wallets(&wanted)? {
-            if self.wallets.get(&id).is_some_and(|c| c.version != version) {
+        let mut to_load = Vec::new();
+        let versions = self.store.lock_wallets(&wanted)?;
+        if versions.len() < wanted.len() {
+            // Not in the store (a creation rolled back): not in memory either.
+            for id in &wanted {
+                if versions.binary_search_by_key(id, |(id, _)| *id).is_err() {
+                    self.wallets.remove(id);
+                }
+            }
+        }
+        for (id, version) in versions {
+            if self.wallets.get(&id).is_none_or(|c| c.version != version) {
                 self.wallets.remove(&id);
+                to_load.push(id);
             }
             self.locked.insert(id, version);
+        }
+        // Wallets not in memory, or moved on by another process, load together.
+        for (info, wallet) in self.store()?.load_wallets(&to_load)? {
+            let version = self.locked[&info.id];
+            let cached = Cached {
+                info,
+                wallet,
+                version,
+            };
+            self.wallets.insert(cached.info.id, cached);
         }
         Ok(())
     }
@@ -1230,23 +1251,15 @@ impl Writer {
         now: Instant,
         change: impl FnOnce(&WalletInfo, &mut Wallet, &mut Changes) -> Result<T>,
     ) -> Result<T> {
+        // A wallet that exists is locked and in memory after this.
         self.lock(&[wallet_id])?;
-        let Some(&version) = self.locked.get(&wallet_id) else {
+        let cached = match self.locked.contains_key(&wallet_id) {
+            true => self.wallets.get_mut(&wallet_id),
+            false => None,
+        };
+        let Some(Cached { info, wallet, .. }) = cached else {
             return Err(Error::NotFound { what: "wallet" });
         };
-        if !self.wallets.contains_key(&wallet_id) {
-            let (info, wallet) = self
-                .store()?
-                .load_wallet(wallet_id)?
-                .ok_or(Error::NotFound { what: "wallet" })?;
-            let cached = Cached {
-                info,
-                wallet,
-                version,
-            };
-            self.wallets.insert(wallet_id, cached);
-        }
-        let Cached { info, wallet, .. } = self.wallets.get_mut(&wallet_id).expect("loaded above");
         self.touched
             .entry(wallet_id)
             .or_insert_with(|| wallet.grants.clone());

@@ -139,6 +139,9 @@ store_api! {
     fn wallet_by_owner(&mut self, customer_id: u128, credit_system_id: u128) -> Option<WalletInfo>;
     fn list_wallets(&mut self, customer_id: Option<u128>, credit_system_id: Option<u128>, limit: usize, starting_after: Option<u128>) -> Page<WalletInfo>;
     fn load_wallet(&mut self, id: u128) -> Option<(WalletInfo, Wallet)>;
+    /// [`Store::load_wallet`] for many (unknown ids left out): three
+    /// statements on PostgreSQL whatever their number.
+    fn load_wallets(&mut self, ids: &[u128]) -> Vec<(WalletInfo, Wallet)>;
     fn insert_wallet(&mut self, info: &WalletInfo, wallet: &Wallet) -> ();
     /// Writes the wallet's balances and next event and adds one to its `version`.
     fn update_wallet_state(&mut self, id: u128, wallet: &Wallet) -> ();

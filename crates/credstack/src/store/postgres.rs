@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres_schema_v2.sql"),
     include_str!("postgres_schema_v3.sql"),
     include_str!("postgres_schema_v4.sql"),
+    include_str!("postgres_schema_v5.sql"),
 ];
 
 /// The schema version a migrated database is at.
@@ -599,14 +600,26 @@ pub fn load_wallet(
     c: &mut impl GenericClient,
     id: u128,
 ) -> Result<Option<(WalletInfo, Wallet)>, postgres::Error> {
-    let key = id_bytes(id);
-    let head = one(
+    Ok(load_wallets(c, &[id])?.pop())
+}
+
+/// These wallets with their live grants and active holds (unknown ids are
+/// left out), in three statements whatever their number.
+pub fn load_wallets(
+    c: &mut impl GenericClient,
+    ids: &[u128],
+) -> Result<Vec<(WalletInfo, Wallet)>, postgres::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Vec<u8>> = ids.iter().map(|&id| id_bytes(id)).collect();
+    let mut wallets: Vec<(WalletInfo, Wallet)> = all(
         c,
         &format!(
             "SELECT {WALLET_INFO_COLUMNS}, overdraft_limit, debt, balance, last_sequence
-             FROM wallets WHERE id = $1"
+             FROM wallets WHERE id = ANY($1)"
         ),
-        &[&key],
+        &[&keys],
         |row| {
             let info = wallet_info_row(row)?;
             let wallet = Wallet {
@@ -620,34 +633,45 @@ pub fn load_wallet(
             Ok((info, wallet))
         },
     )?;
-    let Some((info, mut wallet)) = head else {
-        return Ok(None);
-    };
-    wallet.grants = all(
+    let position: std::collections::HashMap<u128, usize> = wallets
+        .iter()
+        .enumerate()
+        .map(|(index, (info, _))| (info.id, index))
+        .collect();
+    let grants = all(
         c,
-        &format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = $1 AND g.live"),
-        &[&key],
-        |row| Ok(grant_row(row)?.grant),
+        &format!("SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = ANY($1) AND g.live"),
+        &[&keys],
+        grant_row,
     )?;
-    wallet.holds = all(
+    for record in grants {
+        wallets[position[&record.wallet_id]]
+            .1
+            .grants
+            .push(record.grant);
+    }
+    let holds = all(
         c,
         &format!(
-            "SELECT {HOLD_COLUMNS} FROM holds h WHERE h.wallet_id = $1 AND h.status = 'active'"
+            "SELECT {HOLD_COLUMNS} FROM holds h
+             WHERE h.wallet_id = ANY($1) AND h.status = 'active'"
         ),
-        &[&key],
-        |row| {
-            let record = hold_row(row)?;
-            Ok(Hold {
-                id: HoldId(record.id),
-                amount: record.amount,
-                expires_at: record.expires_at,
-                reservations: record.reservations,
-            })
-        },
+        &[&keys],
+        hold_row,
     )?;
-    wallet.grants.sort_by_key(|g| g.id);
-    wallet.holds.sort_by_key(|h| h.id);
-    Ok(Some((info, wallet)))
+    for record in holds {
+        wallets[position[&record.wallet_id]].1.holds.push(Hold {
+            id: HoldId(record.id),
+            amount: record.amount,
+            expires_at: record.expires_at,
+            reservations: record.reservations,
+        });
+    }
+    for (_, wallet) in &mut wallets {
+        wallet.grants.sort_by_key(|g| g.id);
+        wallet.holds.sort_by_key(|h| h.id);
+    }
+    Ok(wallets)
 }
 
 pub fn insert_wallet(
@@ -692,52 +716,67 @@ pub fn update_wallet_state(
     Ok(())
 }
 
-/// Writes many wallets' and grants' states: one `UPDATE … FROM unnest(…)`
-/// per table. Each wallet and grant appears at most once.
+/// Writes many wallets' and grants' states in one statement: an
+/// `UPDATE … FROM unnest(…)` per table, each in a `WITH`. Each wallet and
+/// grant appears at most once.
 pub fn update_states(
     c: &mut impl GenericClient,
     wallets: &[(u128, &Wallet)],
     grants: &[&Grant],
 ) -> Result<(), postgres::Error> {
-    if !wallets.is_empty() {
-        let w = wallets;
-        let ids: Vec<Vec<u8>> = w.iter().map(|(id, _)| id_bytes(*id)).collect();
-        let limits: Vec<i64> = w.iter().map(|(_, w)| w.overdraft_limit.atomic()).collect();
-        let debts: Vec<i64> = w.iter().map(|(_, w)| w.debt.atomic()).collect();
-        let balances: Vec<i64> = w.iter().map(|(_, w)| w.balance.atomic()).collect();
-        let sequences: Vec<i64> = w.iter().map(|(_, w)| counter(w.last_sequence)).collect();
-        let next: Vec<Option<i64>> = w
-            .iter()
-            .map(|(_, w)| w.next_event_at().map(micros))
-            .collect();
-        c.execute(
-            "UPDATE wallets w SET overdraft_limit = u.overdraft_limit, debt = u.debt,
+    if wallets.is_empty() && grants.is_empty() {
+        return Ok(());
+    }
+    let w = wallets;
+    let w_ids: Vec<Vec<u8>> = w.iter().map(|(id, _)| id_bytes(*id)).collect();
+    let w_limits: Vec<i64> = w.iter().map(|(_, w)| w.overdraft_limit.atomic()).collect();
+    let w_debts: Vec<i64> = w.iter().map(|(_, w)| w.debt.atomic()).collect();
+    let w_balances: Vec<i64> = w.iter().map(|(_, w)| w.balance.atomic()).collect();
+    let w_sequences: Vec<i64> = w.iter().map(|(_, w)| counter(w.last_sequence)).collect();
+    let w_next: Vec<Option<i64>> = w
+        .iter()
+        .map(|(_, w)| w.next_event_at().map(micros))
+        .collect();
+    let g = grants;
+    let g_ids: Vec<Vec<u8>> = g.iter().map(|g| id_bytes(g.id.0)).collect();
+    let g_remaining: Vec<i64> = g.iter().map(|g| g.remaining.atomic()).collect();
+    let g_held: Vec<i64> = g.iter().map(|g| g.held.atomic()).collect();
+    let g_cycles: Vec<i64> = g.iter().map(|g| counter(g.cycle)).collect();
+    let g_statuses: Vec<&str> = g.iter().map(|g| g.status.as_str()).collect();
+    let g_ended: Vec<Option<i64>> = g.iter().map(|g| g.ended_at.map(micros)).collect();
+    let g_live: Vec<bool> = g.iter().map(|g| g.is_live()).collect();
+    c.execute(
+        "WITH wallets_set AS (
+            UPDATE wallets w SET overdraft_limit = u.overdraft_limit, debt = u.debt,
                 balance = u.balance, last_sequence = u.last_sequence,
                 next_event_at = u.next_event_at, version = w.version + 1
-             FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+            FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                 $6::bigint[]) AS u(id, overdraft_limit, debt, balance, last_sequence, next_event_at)
-             WHERE w.id = u.id",
-            &[&ids, &limits, &debts, &balances, &sequences, &next],
-        )?;
-    }
-    if !grants.is_empty() {
-        let g = grants;
-        let ids: Vec<Vec<u8>> = g.iter().map(|g| id_bytes(g.id.0)).collect();
-        let remaining: Vec<i64> = g.iter().map(|g| g.remaining.atomic()).collect();
-        let held: Vec<i64> = g.iter().map(|g| g.held.atomic()).collect();
-        let cycles: Vec<i64> = g.iter().map(|g| counter(g.cycle)).collect();
-        let statuses: Vec<&str> = g.iter().map(|g| g.status.as_str()).collect();
-        let ended: Vec<Option<i64>> = g.iter().map(|g| g.ended_at.map(micros)).collect();
-        let live: Vec<bool> = g.iter().map(|g| g.is_live()).collect();
-        c.execute(
-            "UPDATE grants g SET remaining = u.remaining, held = u.held, cycle = u.cycle,
+            WHERE w.id = u.id
+        ), grants_set AS (
+            UPDATE grants g SET remaining = u.remaining, held = u.held, cycle = u.cycle,
                 status = u.status, ended_at = u.ended_at, live = u.live
-             FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
-                $6::bigint[], $7::boolean[]) AS u(id, remaining, held, cycle, status, ended_at, live)
-             WHERE g.id = u.id",
-            &[&ids, &remaining, &held, &cycles, &statuses, &ended, &live],
-        )?;
-    }
+            FROM unnest($7::bytea[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[],
+                $12::bigint[], $13::boolean[]) AS u(id, remaining, held, cycle, status, ended_at, live)
+            WHERE g.id = u.id
+        )
+        SELECT 1",
+        &[
+            &w_ids,
+            &w_limits,
+            &w_debts,
+            &w_balances,
+            &w_sequences,
+            &w_next,
+            &g_ids,
+            &g_remaining,
+            &g_held,
+            &g_cycles,
+            &g_statuses,
+            &g_ended,
+            &g_live,
+        ],
+    )?;
     Ok(())
 }
 
@@ -1202,84 +1241,85 @@ pub fn idempotency_many(
     )
 }
 
-/// Inserts the rows a batch gathered: one `INSERT … SELECT FROM unnest(…)`
-/// per table, so a batch of any size costs three round trips.
+/// Inserts the rows a batch gathered in one statement, whatever their
+/// number: an `INSERT … SELECT FROM unnest(…)` per table, each in a `WITH`
+/// (PostgreSQL runs every data-modifying `WITH` to completion).
 pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), postgres::Error> {
-    if !rows.entries.is_empty() {
-        let e = &rows.entries;
-        let wallet_ids: Vec<Vec<u8>> = e.iter().map(|e| id_bytes(e.wallet_id)).collect();
-        let sequences: Vec<i64> = e.iter().map(|e| counter(e.sequence)).collect();
-        let ids: Vec<Vec<u8>> = e.iter().map(|e| id_bytes(e.id)).collect();
-        let kinds: Vec<&str> = e.iter().map(|e| e.kind.as_str()).collect();
-        let amounts: Vec<i64> = e.iter().map(|e| e.amount.atomic()).collect();
-        let balances: Vec<i64> = e.iter().map(|e| e.balance_after.atomic()).collect();
-        let times: Vec<i64> = e.iter().map(|e| micros(e.occurred_at)).collect();
-        let grant_ids: Vec<Option<Vec<u8>>> = e.iter().map(|e| opt_id_bytes(e.grant_id)).collect();
-        let references: Vec<&str> = e.iter().map(|e| e.reference.as_str()).collect();
-        c.execute(
-            "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after,
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let e = &rows.entries;
+    let e_wallets: Vec<Vec<u8>> = e.iter().map(|e| id_bytes(e.wallet_id)).collect();
+    let e_sequences: Vec<i64> = e.iter().map(|e| counter(e.sequence)).collect();
+    let e_ids: Vec<Vec<u8>> = e.iter().map(|e| id_bytes(e.id)).collect();
+    let e_kinds: Vec<&str> = e.iter().map(|e| e.kind.as_str()).collect();
+    let e_amounts: Vec<i64> = e.iter().map(|e| e.amount.atomic()).collect();
+    let e_balances: Vec<i64> = e.iter().map(|e| e.balance_after.atomic()).collect();
+    let e_times: Vec<i64> = e.iter().map(|e| micros(e.occurred_at)).collect();
+    let e_grants: Vec<Option<Vec<u8>>> = e.iter().map(|e| opt_id_bytes(e.grant_id)).collect();
+    let e_references: Vec<&str> = e.iter().map(|e| e.reference.as_str()).collect();
+    let d = &rows.debits;
+    let d_ids: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.id)).collect();
+    let d_wallets: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.wallet_id)).collect();
+    let d_amounts: Vec<i64> = d.iter().map(|d| d.amount.atomic()).collect();
+    let d_allocations: Vec<String> = d
+        .iter()
+        .map(|d| parts_json(d.allocations.iter().map(|a| (a.grant, a.amount))))
+        .collect();
+    let d_balances: Vec<i64> = d.iter().map(|d| d.balance_after.atomic()).collect();
+    let d_descriptions: Vec<Option<&str>> = d.iter().map(|d| d.description.as_deref()).collect();
+    let d_metadata: Vec<String> = d.iter().map(|d| metadata_json(&d.metadata)).collect();
+    let d_holds: Vec<Option<Vec<u8>>> = d.iter().map(|d| opt_id_bytes(d.hold_id)).collect();
+    let d_times: Vec<i64> = d.iter().map(|d| micros(d.created_at)).collect();
+    let r = &rows.responses;
+    let r_keys: Vec<&str> = r.iter().map(|r| r.key.as_str()).collect();
+    let r_fingerprints: Vec<&[u8]> = r.iter().map(|r| r.fingerprint.as_slice()).collect();
+    let r_statuses: Vec<i32> = r.iter().map(|r| i32::from(r.response.status)).collect();
+    let r_bodies: Vec<&str> = r.iter().map(|r| r.response.body.as_str()).collect();
+    let r_times: Vec<i64> = r.iter().map(|r| micros(r.at)).collect();
+    c.execute(
+        "WITH entries_in AS (
+            INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after,
                 occurred_at, grant_id, reference)
-             SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[],
-                $5::bigint[], $6::bigint[], $7::bigint[], $8::bytea[], $9::text[])",
-            &[
-                &wallet_ids,
-                &sequences,
-                &ids,
-                &kinds,
-                &amounts,
-                &balances,
-                &times,
-                &grant_ids,
-                &references,
-            ],
-        )?;
-    }
-    if !rows.debits.is_empty() {
-        let d = &rows.debits;
-        let ids: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.id)).collect();
-        let wallet_ids: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.wallet_id)).collect();
-        let amounts: Vec<i64> = d.iter().map(|d| d.amount.atomic()).collect();
-        let allocations: Vec<String> = d
-            .iter()
-            .map(|d| parts_json(d.allocations.iter().map(|a| (a.grant, a.amount))))
-            .collect();
-        let balances: Vec<i64> = d.iter().map(|d| d.balance_after.atomic()).collect();
-        let descriptions: Vec<Option<&str>> = d.iter().map(|d| d.description.as_deref()).collect();
-        let metadata: Vec<String> = d.iter().map(|d| metadata_json(&d.metadata)).collect();
-        let hold_ids: Vec<Option<Vec<u8>>> = d.iter().map(|d| opt_id_bytes(d.hold_id)).collect();
-        let times: Vec<i64> = d.iter().map(|d| micros(d.created_at)).collect();
-        c.execute(
-            "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
-                metadata, hold_id, created_at)
-             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::text[],
-                $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::bigint[])",
-            &[
-                &ids,
-                &wallet_ids,
-                &amounts,
-                &allocations,
-                &balances,
-                &descriptions,
-                &metadata,
-                &hold_ids,
-                &times,
-            ],
-        )?;
-    }
-    if !rows.responses.is_empty() {
-        let r = &rows.responses;
-        let keys: Vec<&str> = r.iter().map(|r| r.key.as_str()).collect();
-        let fingerprints: Vec<&[u8]> = r.iter().map(|r| r.fingerprint.as_slice()).collect();
-        let statuses: Vec<i32> = r.iter().map(|r| i32::from(r.response.status)).collect();
-        let bodies: Vec<&str> = r.iter().map(|r| r.response.body.as_str()).collect();
-        let times: Vec<i64> = r.iter().map(|r| micros(r.at)).collect();
-        c.execute(
-            "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::integer[], $4::text[],
-                $5::bigint[])",
-            &[&keys, &fingerprints, &statuses, &bodies, &times],
-        )?;
-    }
+            SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[],
+                $5::bigint[], $6::bigint[], $7::bigint[], $8::bytea[], $9::text[])
+        ), debits_in AS (
+            INSERT INTO debits (id, wallet_id, amount, allocations, balance_after,
+                description, metadata, hold_id, created_at)
+            SELECT * FROM unnest($10::bytea[], $11::bytea[], $12::bigint[], $13::text[],
+                $14::bigint[], $15::text[], $16::text[], $17::bytea[], $18::bigint[])
+        ), responses_in AS (
+            INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+            SELECT * FROM unnest($19::text[], $20::bytea[], $21::integer[], $22::text[],
+                $23::bigint[])
+        )
+        SELECT 1",
+        &[
+            &e_wallets,
+            &e_sequences,
+            &e_ids,
+            &e_kinds,
+            &e_amounts,
+            &e_balances,
+            &e_times,
+            &e_grants,
+            &e_references,
+            &d_ids,
+            &d_wallets,
+            &d_amounts,
+            &d_allocations,
+            &d_balances,
+            &d_descriptions,
+            &d_metadata,
+            &d_holds,
+            &d_times,
+            &r_keys,
+            &r_fingerprints,
+            &r_statuses,
+            &r_bodies,
+            &r_times,
+        ],
+    )?;
     Ok(())
 }
 

@@ -461,6 +461,15 @@ pub fn load_wallet(c: &Connection, id: u128) -> rusqlite::Result<Option<(WalletI
     Ok(Some((info, wallet)))
 }
 
+/// These wallets with their live grants and active holds (unknown ids are left out).
+pub fn load_wallets(c: &Connection, ids: &[u128]) -> rusqlite::Result<Vec<(WalletInfo, Wallet)>> {
+    let mut wallets = Vec::with_capacity(ids.len());
+    for &id in ids {
+        wallets.extend(load_wallet(c, id)?);
+    }
+    Ok(wallets)
+}
+
 pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO wallets (id, customer_id, credit_system_id, scale, overdraft_limit, debt,
