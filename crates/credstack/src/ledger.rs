@@ -657,12 +657,21 @@ impl Ledger {
         idempotency: &Idempotency,
     ) -> Result<Option<crate::records::StoredResponse>> {
         let key = idempotency.key.clone();
-        match self.read(move |c| c.idempotency(&key)).await? {
+        let fingerprint = idempotency.fingerprint;
+        let render = self.inner.render;
+        let found = self
+            .read(move |c| match c.idempotency(&key)? {
+                Some((kept_fingerprint, kept)) if kept_fingerprint == fingerprint => {
+                    Ok(Some(Ok(crate::engine::kept_response(c, render, kept)?)))
+                }
+                Some(_) => Ok(Some(Err(()))),
+                None => Ok(None),
+            })
+            .await?;
+        match found {
             None => Ok(None),
-            Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
-                Ok(Some(stored))
-            }
-            Some(_) => Err(Error::idempotency_key_reused()),
+            Some(Ok(stored)) => Ok(Some(stored)),
+            Some(Err(())) => Err(Error::idempotency_key_reused()),
         }
     }
 }

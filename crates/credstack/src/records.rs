@@ -327,12 +327,22 @@ pub struct StoredResponse {
     pub body: String,
 }
 
-/// A response kept under its idempotency key, and when.
+/// What an idempotency key keeps to answer a replay: the response as it
+/// was sent, or for a debit only its id. A debit row never changes, so
+/// rendering it again gives the same bytes, and a keyed debit then writes
+/// ~30 bytes for its key instead of a ~300-byte response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kept {
+    Response(StoredResponse),
+    Debit(u128),
+}
+
+/// What an idempotency key keeps, with the request's fingerprint and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeptResponse {
     pub key: String,
     pub fingerprint: [u8; 32],
-    pub response: StoredResponse,
+    pub kept: Kept,
     pub at: Instant,
 }
 

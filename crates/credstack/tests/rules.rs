@@ -2708,6 +2708,18 @@ async fn rule_18_batch_items_carry_their_own_keys() {
     ]});
     let first = server.post("/v1/debits/batch", batch.clone()).await.ok();
     assert_eq!(first.body["data"][1]["debit"]["balance_after"], "70");
+    // A key repeated inside one batch: the repeat replays the item
+    // applied a moment before, in the same commit.
+    let repeated = json!({"debits": [
+        {"wallet_id": wallet, "amount": "5", "idempotency_key": "item-3"},
+        {"wallet_id": wallet, "amount": "5", "idempotency_key": "item-3"},
+    ]});
+    let results = server.post("/v1/debits/batch", repeated).await.ok();
+    assert_eq!(results.body["data"][0]["debit"]["balance_after"], "65");
+    assert_eq!(
+        results.body["data"][1]["debit"], results.body["data"][0]["debit"],
+        "the repeat is the same debit"
+    );
     let before = server.snapshot(&wallet).await;
     let again = server.post("/v1/debits/batch", batch.clone()).await.ok();
     assert_eq!(again.body, first.body, "each item replays");

@@ -743,17 +743,14 @@ fn insert_debits(store: &mut dyn Store, debits: &[DebitRecord]) {
 }
 
 /// Kept responses, written as the writer writes a batch's.
-fn keep(
-    store: &mut dyn Store,
-    kept: &[(&str, u8, &StoredResponse, Instant)],
-) -> Result<(), StoreError> {
+fn keep(store: &mut dyn Store, kept: &[(&str, u8, Kept, Instant)]) -> Result<(), StoreError> {
     let rows = NewRows {
         responses: kept
             .iter()
-            .map(|(key, fingerprint, response, at)| KeptResponse {
+            .map(|(key, fingerprint, kept, at)| KeptResponse {
                 key: key.to_string(),
                 fingerprint: [*fingerprint; 32],
-                response: (*response).clone(),
+                kept: kept.clone(),
                 at: *at,
             })
             .collect(),
@@ -881,47 +878,57 @@ fn idempotency_keys_replay_across_connections_and_purge(
     node_a: &mut dyn Store,
     node_b: &mut dyn Store,
 ) {
-    let response = StoredResponse {
+    // A response as sent, and a debit's id (a debit's key keeps only that).
+    let response = Kept::Response(StoredResponse {
         status: 201,
         body: "{\"id\":\"deb_1\"}".to_string(),
-    };
+    });
+    let debit = Kept::Debit(id(77));
     keep(
         node_a,
         &[
-            ("k-old", 1, &response, at(0)),
-            ("k-new", 2, &response, at(100)),
+            ("k-old", 1, response.clone(), at(0)),
+            ("k-new", 2, debit.clone(), at(100)),
         ],
     )
     .unwrap();
     // Written on one node, read on another, one key or many at once.
     assert_eq!(
         node_b.idempotency("k-new").unwrap(),
-        Some(([2; 32], response.clone()))
+        Some(([2; 32], debit.clone()))
+    );
+    assert_eq!(
+        node_b.idempotency("k-old").unwrap(),
+        Some(([1; 32], response.clone()))
     );
     assert_eq!(node_b.idempotency("missing").unwrap(), None);
     let mut many = node_b
         .idempotency_many(&["k-new", "missing", "k-old"])
         .unwrap();
     many.sort_by(|a, b| a.key.cmp(&b.key));
-    let kept = |key: &str, fingerprint: u8, at: Instant| KeptResponse {
+    let kept = |key: &str, fingerprint: u8, kept: &Kept, at: Instant| KeptResponse {
         key: key.to_string(),
         fingerprint: [fingerprint; 32],
-        response: response.clone(),
+        kept: kept.clone(),
         at,
     };
     assert_eq!(
         many,
-        vec![kept("k-new", 2, at(100)), kept("k-old", 1, at(0))]
+        vec![
+            kept("k-new", 2, &debit, at(100)),
+            kept("k-old", 1, &response, at(0))
+        ]
     );
     assert_eq!(node_b.idempotency_many(&[]).unwrap(), vec![]);
     // A key is stored once. (Whether the loser may run again is the
     // backend's: a PostgreSQL unique violation is retryable, since another
     // node may have taken the key; SQLite has one writer, so it is not.)
-    let taken = keep(node_b, &[("k-new", 3, &response, at(1))]).expect_err("a key is stored once");
+    let taken =
+        keep(node_b, &[("k-new", 3, response.clone(), at(1))]).expect_err("a key is stored once");
     assert!(!taken.broken, "{taken}");
     assert_eq!(
         node_a.idempotency("k-new").unwrap(),
-        Some(([2; 32], response.clone()))
+        Some(([2; 32], debit.clone()))
     );
     assert_eq!(node_b.purge_idempotency(at(100)).unwrap(), 1);
     assert_eq!(node_a.idempotency("k-old").unwrap(), None);

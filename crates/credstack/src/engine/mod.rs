@@ -374,7 +374,7 @@ struct Writer {
     /// What the batch in flight knows of its idempotency keys: the kept
     /// response, or `None` for a key the store does not have. Looked up
     /// for the whole batch in one statement, then kept up to date.
-    known: HashMap<String, Option<([u8; 32], StoredResponse)>>,
+    known: HashMap<String, Option<([u8; 32], Kept)>>,
 }
 
 impl Writer {
@@ -510,7 +510,7 @@ impl Writer {
         }
         for kept in self.store.idempotency_many(&keys)? {
             self.known
-                .insert(kept.key, Some((kept.fingerprint, kept.response)));
+                .insert(kept.key, Some((kept.fingerprint, kept.kept)));
         }
         for key in keys {
             self.known.entry(key.to_string()).or_insert(None);
@@ -656,31 +656,36 @@ impl Writer {
         };
         Ok(match kept {
             None => None,
-            Some((fingerprint, stored)) if fingerprint == idempotency.fingerprint => {
-                Some(Reply::Replayed(stored))
+            Some((fingerprint, kept)) if fingerprint == idempotency.fingerprint => {
+                let render = self.render;
+                Some(Reply::Replayed(kept_response(self.store()?, render, kept)?))
             }
             Some(_) => Some(Reply::Fresh(Err(Error::idempotency_key_reused()))),
         })
     }
 
-    /// Keeps the rendered response for replays.
+    /// Keeps what a replay answers with: the rendered response, or a
+    /// debit's id (see [`Kept`]).
     fn remember(&mut self, idempotency: &Idempotency, result: &Result<Outcome>) -> StoreResult<()> {
-        // A key's secret is shown once and never stored, not even for replays.
-        let response = match result {
-            Ok(Outcome::ApiKey { key, .. }) => (self.render)(&Ok(Outcome::ApiKey {
-                key: key.clone(),
-                secret: None,
-            })),
-            _ => (self.render)(result),
+        let kept = match result {
+            Ok(Outcome::Debit(debit)) => Kept::Debit(debit.id),
+            // A key's secret is shown once and never stored, not even for replays.
+            Ok(Outcome::ApiKey { key, .. }) => {
+                Kept::Response((self.render)(&Ok(Outcome::ApiKey {
+                    key: key.clone(),
+                    secret: None,
+                })))
+            }
+            _ => Kept::Response((self.render)(result)),
         };
         self.known.insert(
             idempotency.key.clone(),
-            Some((idempotency.fingerprint, response.clone())),
+            Some((idempotency.fingerprint, kept.clone())),
         );
         self.pending.responses.push(KeptResponse {
             key: idempotency.key.clone(),
             fingerprint: idempotency.fingerprint,
-            response,
+            kept,
             at: self.clock.now(),
         });
         Ok(())
@@ -1302,6 +1307,27 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+/// The response a kept idempotency key answers a replay with: the one kept,
+/// or its debit rendered again.
+pub fn kept_response(
+    store: &mut dyn Store,
+    render: Render,
+    kept: Kept,
+) -> StoreResult<StoredResponse> {
+    match kept {
+        Kept::Response(response) => Ok(response),
+        Kept::Debit(id) => match store.debit(id)? {
+            Some(debit) => Ok(render(&Ok(Outcome::Debit(debit)))),
+            // Written in the same commit as its key: never missing.
+            None => Err(StoreError {
+                retryable: false,
+                broken: false,
+                message: format!("the debit kept for an idempotency key is missing: {id}"),
+            }),
+        },
     }
 }
 

@@ -83,11 +83,13 @@ impl Writer {
         // Under the campaign lock: a keyed call that finished meanwhile
         // (on any node) replays rather than running again.
         if let Some(idempotency) = &claim.idempotency
-            && let Some((fingerprint, stored)) = self.store()?.idempotency(&idempotency.key)?
+            && let Some((fingerprint, kept)) = self.store()?.idempotency(&idempotency.key)?
         {
             if fingerprint != idempotency.fingerprint {
                 return Err(Error::idempotency_key_reused());
             }
+            let render = self.render;
+            let stored = super::kept_response(self.store()?, render, kept)?;
             return Ok(Outcome::BulkClaim(BulkClaim::Replayed(stored)));
         }
         let same_call = |key: Option<&str>, fingerprint: Option<[u8; 32]>, action: &str| {

@@ -169,7 +169,7 @@ store_api! {
     fn list_api_keys(&mut self, limit: usize, starting_after: Option<u128>) -> Page<ApiKey>;
     fn insert_api_key(&mut self, key: &ApiKey) -> ();
     fn delete_api_key(&mut self, id: u128) -> bool;
-    fn idempotency(&mut self, key: &str) -> Option<([u8; 32], StoredResponse)>;
+    fn idempotency(&mut self, key: &str) -> Option<([u8; 32], Kept)>;
     /// The kept responses of those of these keys that have one, in one statement.
     fn idempotency_many(&mut self, keys: &[&str]) -> Vec<KeptResponse>;
     fn purge_idempotency(&mut self, before: Instant) -> usize;

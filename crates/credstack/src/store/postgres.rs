@@ -1193,23 +1193,10 @@ pub fn delete_api_key(c: &mut impl GenericClient, id: u128) -> Result<bool, post
 pub fn idempotency(
     c: &mut impl GenericClient,
     key: &str,
-) -> Result<Option<([u8; 32], StoredResponse)>, postgres::Error> {
-    one(
-        c,
-        "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1",
-        &[&key],
-        |row| {
-            let fingerprint: &[u8] = row.try_get(0)?;
-            let status: i32 = row.try_get(1)?;
-            Ok((
-                fingerprint.try_into().expect("fingerprints are 32 bytes"),
-                StoredResponse {
-                    status: u16::try_from(status).expect("stored statuses are u16"),
-                    body: row.try_get(2)?,
-                },
-            ))
-        },
-    )
+) -> Result<Option<([u8; 32], Kept)>, postgres::Error> {
+    Ok(idempotency_many(c, &[key])?
+        .pop()
+        .map(|kept| (kept.fingerprint, kept.kept)))
 }
 
 /// The kept responses of those of these keys that have one, in one statement.
@@ -1222,7 +1209,7 @@ pub fn idempotency_many(
     }
     all(
         c,
-        "SELECT key, fingerprint, status, body, created_at FROM idempotency_keys
+        "SELECT key, fingerprint, status, body, debit_id, created_at FROM idempotency_keys
          WHERE key = ANY($1)",
         &[&keys],
         |row| {
@@ -1231,11 +1218,14 @@ pub fn idempotency_many(
             Ok(KeptResponse {
                 key: row.try_get(0)?,
                 fingerprint: fingerprint.try_into().expect("fingerprints are 32 bytes"),
-                response: StoredResponse {
-                    status: u16::try_from(status).expect("stored statuses are u16"),
-                    body: row.try_get(3)?,
+                kept: match opt_id_col(row, 4)? {
+                    Some(id) => Kept::Debit(id),
+                    None => Kept::Response(StoredResponse {
+                        status: u16::try_from(status).expect("stored statuses are u16"),
+                        body: row.try_get(3)?,
+                    }),
                 },
-                at: instant_col(row, 4)?,
+                at: instant_col(row, 5)?,
             })
         },
     )
@@ -1274,8 +1264,28 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
     let r = &rows.responses;
     let r_keys: Vec<&str> = r.iter().map(|r| r.key.as_str()).collect();
     let r_fingerprints: Vec<&[u8]> = r.iter().map(|r| r.fingerprint.as_slice()).collect();
-    let r_statuses: Vec<i32> = r.iter().map(|r| i32::from(r.response.status)).collect();
-    let r_bodies: Vec<&str> = r.iter().map(|r| r.response.body.as_str()).collect();
+    // A debit's key keeps the debit's id (status 0, empty body).
+    let r_statuses: Vec<i32> = r
+        .iter()
+        .map(|r| match &r.kept {
+            Kept::Response(response) => i32::from(response.status),
+            Kept::Debit(_) => 0,
+        })
+        .collect();
+    let r_bodies: Vec<&str> = r
+        .iter()
+        .map(|r| match &r.kept {
+            Kept::Response(response) => response.body.as_str(),
+            Kept::Debit(_) => "",
+        })
+        .collect();
+    let r_debits: Vec<Option<Vec<u8>>> = r
+        .iter()
+        .map(|r| match r.kept {
+            Kept::Response(_) => None,
+            Kept::Debit(id) => Some(id_bytes(id)),
+        })
+        .collect();
     let r_times: Vec<i64> = r.iter().map(|r| micros(r.at)).collect();
     c.execute(
         "WITH entries_in AS (
@@ -1289,9 +1299,9 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
             SELECT * FROM unnest($10::bytea[], $11::bytea[], $12::bigint[], $13::text[],
                 $14::bigint[], $15::text[], $16::text[], $17::bytea[], $18::bigint[])
         ), responses_in AS (
-            INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+            INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at, debit_id)
             SELECT * FROM unnest($19::text[], $20::bytea[], $21::integer[], $22::text[],
-                $23::bigint[])
+                $23::bigint[], $24::bytea[])
         )
         SELECT 1",
         &[
@@ -1318,6 +1328,7 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
             &r_statuses,
             &r_bodies,
             &r_times,
+            &r_debits,
         ],
     )?;
     Ok(())

@@ -22,3 +22,7 @@ ALTER TABLE debits DROP CONSTRAINT debits_wallet_id_fkey;
 -- is summed per wallet through entries_by_time. One index fewer to write
 -- per entry (SQLite version 8).
 DROP INDEX entries_by_grant;
+
+-- A keyed debit keeps its debit's id instead of its rendered response
+-- (status 0, empty body); SQLite version 9 explains it.
+ALTER TABLE idempotency_keys ADD COLUMN debit_id bytea;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v6.sql"),
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
+    include_str!("schema_v9.sql"),
 ];
 
 /// Opens (creating if needed) the database and migrates it.
@@ -967,41 +968,51 @@ pub fn delete_api_key(c: &Connection, id: u128) -> rusqlite::Result<bool> {
 
 // ---- idempotency ----------------------------------------------------------------
 
-pub fn idempotency(
-    c: &Connection,
-    key: &str,
-) -> rusqlite::Result<Option<([u8; 32], StoredResponse)>> {
-    c.prepare_cached("SELECT fingerprint, status, body FROM idempotency_keys WHERE key = ?")?
-        .query_row([key], |row| {
-            let fingerprint: Vec<u8> = row.get(0)?;
-            Ok((
-                fingerprint.try_into().expect("fingerprints are 32 bytes"),
-                StoredResponse {
-                    status: row.get(1)?,
-                    body: row.get(2)?,
-                },
-            ))
-        })
-        .optional()
+pub fn idempotency(c: &Connection, key: &str) -> rusqlite::Result<Option<([u8; 32], Kept)>> {
+    Ok(idempotency_many(c, &[key])?
+        .pop()
+        .map(|kept| (kept.fingerprint, kept.kept)))
 }
 
-fn insert_idempotency(
-    c: &Connection,
-    key: &str,
-    fingerprint: &[u8; 32],
-    response: &StoredResponse,
-    at: Instant,
-) -> rusqlite::Result<()> {
+/// A kept response in its columns: `status` and `body`, or for a debit
+/// `debit_id` (with `status` 0 and an empty `body`).
+fn kept_columns(kept: &Kept) -> (u16, &str, Option<[u8; 16]>) {
+    match kept {
+        Kept::Response(response) => (response.status, response.body.as_str(), None),
+        Kept::Debit(id) => (0, "", Some(ids::to_bytes(*id))),
+    }
+}
+
+fn kept_row(key: &str, row: &Row) -> rusqlite::Result<KeptResponse> {
+    let fingerprint: Vec<u8> = row.get(0)?;
+    let debit_id: Option<u128> = opt_id_col(row, 3)?;
+    Ok(KeptResponse {
+        key: key.to_string(),
+        fingerprint: fingerprint.try_into().expect("fingerprints are 32 bytes"),
+        kept: match debit_id {
+            Some(id) => Kept::Debit(id),
+            None => Kept::Response(StoredResponse {
+                status: row.get(1)?,
+                body: row.get(2)?,
+            }),
+        },
+        at: instant(row.get(4)?),
+    })
+}
+
+fn insert_idempotency(c: &Connection, kept: &KeptResponse) -> rusqlite::Result<()> {
+    let (status, body, debit_id) = kept_columns(&kept.kept);
     c.prepare_cached(
-        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
-         VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, debit_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
-        key,
-        fingerprint.as_slice(),
-        response.status,
-        response.body,
-        micros(at)
+        kept.key,
+        kept.fingerprint.as_slice(),
+        status,
+        body,
+        debit_id,
+        micros(kept.at)
     ])?;
     Ok(())
 }
@@ -1009,23 +1020,13 @@ fn insert_idempotency(
 /// The kept responses of those of these keys that have one.
 pub fn idempotency_many(c: &Connection, keys: &[&str]) -> rusqlite::Result<Vec<KeptResponse>> {
     let mut statement = c.prepare_cached(
-        "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE key = ?",
+        "SELECT fingerprint, status, body, debit_id, created_at FROM idempotency_keys
+         WHERE key = ?",
     )?;
     let mut found = Vec::new();
     for key in keys {
         let kept = statement
-            .query_row([key], |row| {
-                let fingerprint: Vec<u8> = row.get(0)?;
-                Ok(KeptResponse {
-                    key: key.to_string(),
-                    fingerprint: fingerprint.try_into().expect("fingerprints are 32 bytes"),
-                    response: StoredResponse {
-                        status: row.get(1)?,
-                        body: row.get(2)?,
-                    },
-                    at: instant(row.get(3)?),
-                })
-            })
+            .query_row([key], |row| kept_row(key, row))
             .optional()?;
         found.extend(kept);
     }
@@ -1042,7 +1043,7 @@ pub fn insert_rows(c: &Connection, rows: &NewRows) -> rusqlite::Result<()> {
         insert_debit(c, debit)?;
     }
     for kept in &rows.responses {
-        insert_idempotency(c, &kept.key, &kept.fingerprint, &kept.response, kept.at)?;
+        insert_idempotency(c, kept)?;
     }
     Ok(())
 }
