@@ -1092,7 +1092,7 @@ impl Writer {
             })
         })?;
         // The entries written above reference the grant; insert its row in the same commit.
-        self.store()?.insert_grant(&record)?;
+        self.insert_grant(&record)?;
         Ok(Outcome::Grant(Box::new(record)))
     }
 
@@ -1190,6 +1190,16 @@ impl Writer {
             .finish_hold(hold_id, HoldStatus::Captured, Some(debit_id), now)?;
         let hold = self.store()?.hold(hold_id)?.expect("hold exists");
         Ok(Outcome::Hold(hold))
+    }
+
+    /// Inserts a grant added in this batch. Its row is then as current as
+    /// the grants the batch found: `flush` writes it again only if it changes.
+    fn insert_grant(&mut self, record: &GrantRecord) -> StoreResult<()> {
+        self.store()?.insert_grant(record)?;
+        if let Some(before) = self.touched.get_mut(&record.wallet_id) {
+            before.push(record.grant.clone());
+        }
+        Ok(())
     }
 
     /// Voids a grant (rule 14), live or not.

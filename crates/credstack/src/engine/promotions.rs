@@ -489,7 +489,7 @@ impl Writer {
             },
             created_at: now,
         };
-        self.store()?.insert_grant(&record)?;
+        self.insert_grant(&record)?;
         self.store()?.upsert_assignment(&assignment)?;
         Ok(Ok(assignment))
     }
