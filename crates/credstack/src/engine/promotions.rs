@@ -436,12 +436,13 @@ impl Writer {
         customer_id: u128,
         now: Instant,
     ) -> Result<std::result::Result<Assignment, Skip>> {
-        if self.store()?.customer(customer_id)?.is_none() {
-            return Ok(Err(Skip::CustomerNotFound));
-        }
         let wallet = self
             .store()?
             .wallet_by_owner(customer_id, promotion.credit_system_id)?;
+        // A wallet has a customer; only without one is the customer looked up.
+        if wallet.is_none() && self.store()?.customer(customer_id)?.is_none() {
+            return Ok(Err(Skip::CustomerNotFound));
+        }
         let active = self
             .store()?
             .active_assignments(promotion.id, customer_id, now)?
