@@ -405,7 +405,7 @@ fn wallets_load_update_and_come_due(store: &mut dyn Store) {
             reservations,
         }],
     };
-    store.update_wallet_state(info.id, &wallet).unwrap();
+    update_wallet(store, info.id, &wallet);
     let (_, loaded) = store.load_wallet(info.id).unwrap().unwrap();
     assert_eq!(loaded, wallet);
     assert_eq!(store.lock_wallets(&[info.id]).unwrap(), vec![(info.id, 1)]);
@@ -432,15 +432,26 @@ fn wallets_load_update_and_come_due(store: &mut dyn Store) {
         expires_at: at(100),
         reservations: vec![],
     });
-    store.update_wallet_state(other.id, &other_state).unwrap();
+    update_wallet(store, other.id, &other_state);
+    // Many at once: each with its own grants and holds, unknown ids left out.
+    let mut many = store.load_wallets(&[other.id, id(99), info.id]).unwrap();
+    many.sort_by_key(|(info, _)| info.id);
+    let mut other_loaded = other_state.clone();
+    other_loaded.holds.clear(); // its hold has no row: only holds in the table load
+    assert_eq!(
+        many,
+        vec![
+            (info.clone(), wallet.clone()),
+            (other.clone(), other_loaded)
+        ]
+    );
+    assert_eq!(store.load_wallets(&[]).unwrap(), vec![]);
     assert_eq!(
         store.due_wallets(at(10_000), 10).unwrap(),
         vec![other.id, info.id]
     );
     assert_eq!(store.due_wallets(at(10_000), 1).unwrap(), vec![other.id]);
-    store
-        .update_wallet_state(other.id, &Wallet::new(amount(0)))
-        .unwrap();
+    update_wallet(store, other.id, &Wallet::new(amount(0)));
     assert_eq!(store.wallet_next_event_at(other.id).unwrap(), None);
     assert_eq!(store.due_wallets(at(10_000), 10).unwrap(), vec![info.id]);
 
@@ -732,6 +743,11 @@ fn entries_fixture(
     };
     store.insert_rows(&rows).unwrap();
     (info, g1, g2, entries)
+}
+
+/// Writes one wallet's state, as the writer writes a batch's.
+fn update_wallet(store: &mut dyn Store, id: u128, wallet: &Wallet) {
+    store.update_states(&[(id, wallet)], &[]).unwrap();
 }
 
 fn insert_debits(store: &mut dyn Store, debits: &[DebitRecord]) {
@@ -1241,7 +1257,7 @@ fn two_wallets(store: &mut dyn Store) -> (WalletInfo, WalletInfo) {
 }
 
 /// `lock_wallets` returns `(id, version)` for the wallets that exist;
-/// `update_wallet_state` adds one to the version, undone by a rollback and
+/// `update_states` adds one to the version, undone by a rollback and
 /// kept by a commit.
 fn lock_wallets_returns_existing_versions(store: &mut dyn Store) {
     let (info, other) = two_wallets(store);
@@ -1254,7 +1270,7 @@ fn lock_wallets_returns_existing_versions(store: &mut dyn Store) {
     );
     let mut state = Wallet::new(amount(500));
     state.debt = amount(7);
-    store.update_wallet_state(info.id, &state).unwrap();
+    update_wallet(store, info.id, &state);
     assert_eq!(
         store.lock_wallets(&[info.id, other.id]).unwrap(),
         vec![(info.id, 1), (other.id, 0)]
@@ -1266,8 +1282,8 @@ fn lock_wallets_returns_existing_versions(store: &mut dyn Store) {
 
     store.begin().unwrap();
     assert_eq!(store.lock_wallets(&[info.id]).unwrap(), vec![(info.id, 0)]);
-    store.update_wallet_state(info.id, &state).unwrap();
-    store.update_wallet_state(info.id, &state).unwrap();
+    update_wallet(store, info.id, &state);
+    update_wallet(store, info.id, &state);
     store.commit().unwrap();
     assert_eq!(
         store.lock_wallets(&[info.id, other.id]).unwrap(),
@@ -1299,9 +1315,7 @@ fn a_locked_wallet_waits_for_the_holders_commit(writer: &mut dyn Store, other: &
     let (_, _, info) = base(writer);
     writer.begin().unwrap();
     assert_eq!(writer.lock_wallets(&[info.id]).unwrap(), vec![(info.id, 0)]);
-    writer
-        .update_wallet_state(info.id, &Wallet::new(amount(500)))
-        .unwrap();
+    update_wallet(writer, info.id, &Wallet::new(amount(500)));
     // SQLite's `begin` takes the database's write lock, PostgreSQL's
     // `lock_wallets` the row's: the second writer fails at one or the other.
     let error: StoreError = match other.begin() {

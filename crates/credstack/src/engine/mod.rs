@@ -489,11 +489,17 @@ impl Writer {
     /// The store, once the rows the batch has gathered are written, so
     /// whatever is read or written next sees them.
     fn store(&mut self) -> StoreResult<&mut dyn Store> {
+        self.write_pending()?;
+        Ok(&mut *self.store)
+    }
+
+    /// Writes the rows the batch has gathered so far.
+    fn write_pending(&mut self) -> StoreResult<()> {
         if !self.pending.is_empty() {
             self.store.insert_rows(&self.pending)?;
             self.pending.clear();
         }
-        Ok(&mut *self.store)
+        Ok(())
     }
 
     /// Looks up every idempotency key of the batch in one statement.
@@ -533,21 +539,15 @@ impl Writer {
         wanted.sort_unstable();
         wanted.dedup();
         let mut to_load = Vec::new();
-        let versions = self.store.lock_wallets(&wanted)?;
-        if versions.len() < wanted.len() {
-            // Not in the store (a creation rolled back): not in memory either.
-            for id in &wanted {
-                if versions.binary_search_by_key(id, |(id, _)| *id).is_err() {
-                    self.wallets.remove(id);
-                }
-            }
-        }
-        for (id, version) in versions {
+        for (id, version) in self.store.lock_wallets(&wanted)? {
             if self.wallets.get(&id).is_none_or(|c| c.version != version) {
                 self.wallets.remove(&id);
                 to_load.push(id);
             }
             self.locked.insert(id, version);
+        }
+        if to_load.is_empty() {
+            return Ok(());
         }
         // Wallets not in memory, or moved on by another process, load together.
         for (info, wallet) in self.store()?.load_wallets(&to_load)? {
@@ -580,7 +580,7 @@ impl Writer {
     /// and every grant that changed. `touched` stays as it is until the
     /// commit succeeds, so a failed commit drops these states too.
     fn flush(&mut self) -> std::result::Result<(), StoreFailure> {
-        self.store()?;
+        self.write_pending()?;
         let mut wallets = Vec::with_capacity(self.touched.len());
         let mut grants = Vec::new();
         for (wallet_id, before) in &self.touched {
@@ -657,8 +657,15 @@ impl Writer {
         Ok(match kept {
             None => None,
             Some((fingerprint, kept)) if fingerprint == idempotency.fingerprint => {
-                let render = self.render;
-                Some(Reply::Replayed(kept_response(self.store()?, render, kept)?))
+                let stored = match kept {
+                    Kept::Response(stored) => stored,
+                    // Perhaps a debit of this batch: written out first.
+                    kept => {
+                        let render = self.render;
+                        kept_response(self.store()?, render, kept)?
+                    }
+                };
+                Some(Reply::Replayed(stored))
             }
             Some(_) => Some(Reply::Fresh(Err(Error::idempotency_key_reused()))),
         })
@@ -1045,8 +1052,10 @@ impl Writer {
         };
         let wallet = Wallet::new(limit);
         self.store()?.insert_wallet(&info, &wallet)?;
-        // The insert holds the new row's lock until the commit.
+        // The insert holds the new row's lock until the commit; touched, the
+        // new state leaves memory with the batch if the batch fails.
         self.locked.insert(info.id, 0);
+        self.touched.insert(info.id, Vec::new());
         let cached = Cached {
             info: info.clone(),
             wallet,

@@ -143,10 +143,9 @@ store_api! {
     /// statements on PostgreSQL whatever their number.
     fn load_wallets(&mut self, ids: &[u128]) -> Vec<(WalletInfo, Wallet)>;
     fn insert_wallet(&mut self, info: &WalletInfo, wallet: &Wallet) -> ();
-    /// Writes the wallet's balances and next event and adds one to its `version`.
-    fn update_wallet_state(&mut self, id: u128, wallet: &Wallet) -> ();
-    /// [`Store::update_wallet_state`] and [`Store::update_grant_state`] for
-    /// many at once: one statement per table on PostgreSQL.
+    /// Writes these wallets' balances and next events, adding one to each
+    /// one's `version`, and these grants' states ([`Store::update_grant_state`]):
+    /// one statement per table on PostgreSQL.
     fn update_states(&mut self, wallets: &[(u128, &Wallet)], grants: &[&Grant]) -> ();
     fn due_wallets(&mut self, now: Instant, limit: usize) -> Vec<u128>;
     fn wallet_next_event_at(&mut self, id: u128) -> Option<Instant>;

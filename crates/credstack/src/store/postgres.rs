@@ -7,9 +7,9 @@
 //! the same microseconds (`bigint`); see `postgres_schema_v1.sql`.
 //!
 //! One difference callers must know: after any error inside a PostgreSQL
-//! transaction (a unique violation from `insert_idempotency`, say) the
-//! transaction is aborted and only a rollback is possible, where SQLite lets
-//! the transaction carry on.
+//! transaction (a unique violation from `insert_rows` on a key another node
+//! took, say) the transaction is aborted and only a rollback is possible,
+//! where SQLite lets the transaction carry on.
 
 use super::codec;
 use crate::ids;
@@ -696,26 +696,6 @@ pub fn insert_wallet(
 }
 
 /// Writes the wallet's balances and next event, and bumps its `version`.
-pub fn update_wallet_state(
-    c: &mut impl GenericClient,
-    id: u128,
-    wallet: &Wallet,
-) -> Result<(), postgres::Error> {
-    c.execute(
-        "UPDATE wallets SET overdraft_limit = $1, debt = $2, balance = $3, last_sequence = $4,
-            next_event_at = $5, version = version + 1 WHERE id = $6",
-        &[
-            &wallet.overdraft_limit.atomic(),
-            &wallet.debt.atomic(),
-            &wallet.balance.atomic(),
-            &counter(wallet.last_sequence),
-            &wallet.next_event_at().map(micros),
-            &id_bytes(id),
-        ],
-    )?;
-    Ok(())
-}
-
 /// Writes many wallets' and grants' states in one statement: an
 /// `UPDATE … FROM unnest(…)` per table, each in a `WITH`. Each wallet and
 /// grant appears at most once.

@@ -489,7 +489,7 @@ pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusq
     Ok(())
 }
 
-pub fn update_wallet_state(c: &Connection, id: u128, wallet: &Wallet) -> rusqlite::Result<()> {
+fn update_wallet_state(c: &Connection, id: u128, wallet: &Wallet) -> rusqlite::Result<()> {
     c.prepare_cached(
         "UPDATE wallets SET overdraft_limit = ?, debt = ?, balance = ?, last_sequence = ?,
             next_event_at = ?, version = version + 1 WHERE id = ?",
