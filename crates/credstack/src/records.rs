@@ -347,8 +347,8 @@ pub struct KeptResponse {
 }
 
 /// Rows the writer gathers while it applies a batch and writes together
-/// (one statement per table on PostgreSQL): nothing reads them back
-/// before the batch commits.
+/// (one statement on PostgreSQL), before the commit or before anything
+/// else in the batch reaches the store.
 #[derive(Clone, Debug, Default)]
 pub struct NewRows {
     pub entries: Vec<EntryRecord>,
