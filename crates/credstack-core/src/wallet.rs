@@ -324,43 +324,102 @@ impl Wallet {
     /// Checks SPEC rule 16 and the wallet's own bookkeeping. A failure is a
     /// bug: it panics loudly rather than let a corrupt balance be written.
     pub fn assert_invariants(&self) {
-        let remaining = sum(self.grants.iter().map(|g| g.remaining));
-        assert_eq!(
-            self.balance.atomic(),
-            remaining.atomic() - self.debt.atomic(),
-            "balance must equal grant remainders minus debt"
+        if let Some(violation) = self.invariant_violations().first() {
+            panic!("{violation}");
+        }
+    }
+
+    /// What [`Wallet::assert_invariants`] checks, as a list of what is
+    /// wrong (empty when nothing is): `credstack verify` reports these for
+    /// a wallet read back from the store.
+    pub fn invariant_violations(&self) -> Vec<String> {
+        // Sums in i128: a wallet read back from a damaged store may hold
+        // values whose i64 sum overflows, and the check must still report.
+        fn total(amounts: impl Iterator<Item = Amount>) -> i128 {
+            amounts.map(|a| i128::from(a.atomic())).sum()
+        }
+        let mut found = Vec::new();
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                found.push(what);
+            }
+        };
+        let remaining = total(self.grants.iter().map(|g| g.remaining));
+        let debt = i128::from(self.debt.atomic());
+        let balance = i128::from(self.balance.atomic());
+        check(
+            balance == remaining - debt,
+            format!(
+                "balance must equal grant remainders minus debt: balance {balance}, remainders {remaining}, debt {debt}"
+            ),
         );
-        assert!(!self.debt.is_negative(), "debt must not be negative");
-        assert!(
-            self.debt.atomic() + self.overdraft_held().atomic() <= self.overdraft_limit.atomic(),
-            "debt and overdraft holds must stay within the overdraft limit"
-        );
-        for grant in &self.grants {
-            assert!(!grant.held.is_negative(), "held must not be negative");
-            assert!(
-                grant.held <= grant.remaining,
-                "held must not exceed remaining"
-            );
-            let reserved = sum(self
-                .holds
+        check(debt >= 0, format!("debt must not be negative: {debt}"));
+        let overdraft_held = total(
+            self.holds
                 .iter()
                 .flat_map(|h| &h.reservations)
-                .filter(|r| r.grant == Some(grant.id))
-                .map(|r| r.amount));
-            assert_eq!(
-                reserved, grant.held,
-                "grant held must match hold reservations"
+                .filter(|r| r.grant.is_none())
+                .map(|r| r.amount),
+        );
+        check(
+            debt + overdraft_held <= i128::from(self.overdraft_limit.atomic()),
+            format!(
+                "debt and overdraft holds must stay within the overdraft limit: debt {debt}, held {overdraft_held}, limit {}",
+                self.overdraft_limit.atomic()
+            ),
+        );
+        for grant in &self.grants {
+            let id = grant.id.0;
+            let (remaining, held) = (grant.remaining.atomic(), grant.held.atomic());
+            check(
+                remaining >= 0,
+                format!("grant {id:032x}: remaining must not be negative: {remaining}"),
+            );
+            check(
+                held >= 0,
+                format!("grant {id:032x}: held must not be negative: {held}"),
+            );
+            check(
+                held <= remaining,
+                format!("grant {id:032x}: held {held} must not exceed remaining {remaining}"),
+            );
+            let reserved = total(
+                self.holds
+                    .iter()
+                    .flat_map(|h| &h.reservations)
+                    .filter(|r| r.grant == Some(grant.id))
+                    .map(|r| r.amount),
+            );
+            check(
+                reserved == i128::from(held),
+                format!("grant {id:032x}: held {held} must match hold reservations {reserved}"),
             );
         }
         for hold in &self.holds {
-            assert_eq!(hold.amount, sum(hold.reservations.iter().map(|r| r.amount)));
-        }
-        if self.debt.is_positive() {
-            assert!(
-                self.unheld_spendable().is_zero(),
-                "debt must be repaid from any unheld spendable balance"
+            check(
+                i128::from(hold.amount.atomic())
+                    == total(hold.reservations.iter().map(|r| r.amount)),
+                format!(
+                    "hold {:032x}: amount must equal its reservations",
+                    hold.id.0
+                ),
             );
         }
+        if debt > 0 {
+            let unheld = self
+                .grants
+                .iter()
+                .filter(|g| g.is_spendable())
+                .map(|g| i128::from(g.remaining.atomic()) - i128::from(g.held.atomic()))
+                .sum::<i128>();
+            check(
+                unheld == 0,
+                format!(
+                    "debt must be repaid from any unheld spendable balance: debt {debt}, unheld {unheld}"
+                ),
+            );
+        }
+        found
     }
 
     // ---- commands ----------------------------------------------------------

@@ -21,6 +21,59 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API and the console, on the embedded store or on PostgreSQL.
     Serve(ServeArgs),
+    /// Check a store against its ledger: every balance, remainder, sequence
+    /// and entry hash. Runs beside a serving process (one read snapshot).
+    /// Exits 1 when anything is wrong, with a report of what.
+    Verify(StoreArgs),
+    /// Write a consistent copy of the embedded store to a new file while it
+    /// serves (PostgreSQL: use pg_dump or pg_basebackup).
+    Backup(BackupArgs),
+    /// Put a backup in place as the embedded store of an empty data directory.
+    Restore(RestoreArgs),
+}
+
+/// Which store a command works on.
+#[derive(Parser)]
+pub struct StoreArgs {
+    /// Directory of the embedded store.
+    #[arg(long, env = "CREDSTACK_DATA", default_value = "./credstack-data")]
+    pub data: PathBuf,
+    /// A PostgreSQL database instead of the embedded store.
+    #[arg(long, env = "DATABASE_URL", conflicts_with = "data")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn backend(&self) -> Backend {
+        match &self.database_url {
+            Some(url) => Backend::Postgres {
+                url: url.clone(),
+                readers: 1,
+            },
+            None => Backend::Embedded {
+                data_dir: self.data.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Parser)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The backup file to write; it must not exist yet.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Parser)]
+pub struct RestoreArgs {
+    /// The backup file, written by `credstack backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data directory to restore into; it must hold no store yet.
+    #[arg(long, env = "CREDSTACK_DATA", default_value = "./credstack-data")]
+    pub data: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -66,6 +119,71 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Verify(args) => verify(args),
+        Command::Backup(args) => backup(args),
+        Command::Restore(args) => restore(args),
+    }
+}
+
+fn verify(args: StoreArgs) -> std::process::ExitCode {
+    let mut store = match crate::ledger::open_store(&args.backend()) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match crate::verify::verify(&mut *store) {
+        Ok(report) => {
+            print!("{report}");
+            if report.is_clean() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: the store could not be read: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn backup(args: BackupArgs) -> std::process::ExitCode {
+    if args.store.database_url.is_some() {
+        eprintln!(
+            "error: credstack backup copies the embedded store; back up PostgreSQL with its own \
+             tools (pg_dump --format=custom, or pg_basebackup), see RELIABILITY.md"
+        );
+        return std::process::ExitCode::from(2);
+    }
+    match crate::backup::backup(&args.store.data, &args.out) {
+        Ok(report) => {
+            println!(
+                "backed up {} to {}",
+                report.source.display(),
+                args.out.display()
+            );
+            print!("{}", report.verified);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(args: RestoreArgs) -> std::process::ExitCode {
+    match crate::backup::restore(&args.from, &args.data) {
+        Ok(path) => {
+            println!("restored {} to {}", args.from.display(), path.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

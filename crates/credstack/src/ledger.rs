@@ -721,6 +721,32 @@ fn open_postgres(
     Ok((Box::new(client), connect, Readers::Postgres(pool)))
 }
 
+/// One connection to an existing store, migrated, for the commands that
+/// work on a store without serving it (`verify`). Unlike `serve`, it
+/// creates nothing: a missing embedded store is an error.
+pub fn open_store(backend: &Backend) -> std::result::Result<Box<dyn Store>, String> {
+    match backend {
+        Backend::Embedded { data_dir } => {
+            let path = database_path(data_dir);
+            if !path.is_file() {
+                return Err(format!("no credstack store at {}", path.display()));
+            }
+            let connection = store::sqlite::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            Ok(Box::new(connection))
+        }
+        Backend::Postgres { url, .. } => {
+            let cannot = |e: String| format!("cannot open the PostgreSQL database: {e}");
+            let config = store::postgres::parse_url(url).map_err(|e| cannot(e.to_string()))?;
+            let mut client = store::postgres::connect(&config)
+                .map_err(|e| cannot(store::postgres::describe(&e)))?;
+            store::postgres::migrate(&mut client)
+                .map_err(|e| cannot(store::postgres::describe(&e)))?;
+            Ok(Box::new(client))
+        }
+    }
+}
+
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("credstack.db")
 }

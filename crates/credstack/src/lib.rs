@@ -6,6 +6,7 @@
 //! service API) → `engine` (the single writer, group commit) → `store`
 //! (SQL). The domain rules live in the `credstack-core` crate, which does no IO.
 
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod console;
@@ -18,3 +19,4 @@ pub mod ledger;
 pub mod records;
 pub mod server;
 pub mod store;
+pub mod verify;

@@ -241,6 +241,45 @@ pub struct EntryRecord {
     pub grant_id: Option<u128>,
     /// The prefixed id of what caused the entry.
     pub reference: String,
+    /// This entry's link in its wallet's hash chain: [`EntryRecord::chain`]
+    /// of the previous entry's hash (zeros before the first) and this entry.
+    pub hash: [u8; 32],
+}
+
+/// The hash before a wallet's first entry.
+pub const CHAIN_START: [u8; 32] = [0; 32];
+
+impl EntryRecord {
+    /// SHA-256 of the previous entry's hash and every field of this one
+    /// but `hash` (and `scale`, a property of the wallet), each encoded at a
+    /// fixed width or length-prefixed, so no two different entries encode
+    /// alike. Editing, deleting or inserting an entry breaks the chain from
+    /// there on, which `credstack verify` reports.
+    pub fn chain(&self, previous: &[u8; 32]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"credstack entry v1");
+        hasher.update(previous);
+        hasher.update(self.id.to_be_bytes());
+        hasher.update(self.wallet_id.to_be_bytes());
+        hasher.update(self.sequence.to_be_bytes());
+        let kind = self.kind.as_str().as_bytes();
+        hasher.update((kind.len() as u64).to_be_bytes());
+        hasher.update(kind);
+        hasher.update(self.amount.atomic().to_be_bytes());
+        hasher.update(self.balance_after.atomic().to_be_bytes());
+        hasher.update(self.occurred_at.timestamp_micros().to_be_bytes());
+        match self.grant_id {
+            Some(id) => {
+                hasher.update([1]);
+                hasher.update(id.to_be_bytes());
+            }
+            None => hasher.update([0]),
+        }
+        hasher.update((self.reference.len() as u64).to_be_bytes());
+        hasher.update(self.reference.as_bytes());
+        hasher.finalize().into()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -118,6 +118,8 @@ conformance! {
     a_locked_wallet_waits_for_the_holders_commit(writer, other);
     holds_and_grants_name_their_wallets(store);
     bulk_runs_round_trip_under_the_campaign_lock(store);
+    entries_keep_their_hash_chain(store);
+    a_snapshot_sees_one_state(store, other);
 }
 
 // ---- fixtures -------------------------------------------------------------------
@@ -435,14 +437,14 @@ fn wallets_load_update_and_come_due(store: &mut dyn Store) {
     update_wallet(store, other.id, &other_state);
     // Many at once: each with its own grants and holds, unknown ids left out.
     let mut many = store.load_wallets(&[other.id, id(99), info.id]).unwrap();
-    many.sort_by_key(|(info, _)| info.id);
+    many.sort_by_key(|(info, _, _)| info.id);
     let mut other_loaded = other_state.clone();
     other_loaded.holds.clear(); // its hold has no row: only holds in the table load
     assert_eq!(
         many,
         vec![
-            (info.clone(), wallet.clone()),
-            (other.clone(), other_loaded)
+            (info.clone(), wallet.clone(), CHAIN_START),
+            (other.clone(), other_loaded, CHAIN_START)
         ]
     );
     assert_eq!(store.load_wallets(&[]).unwrap(), vec![]);
@@ -705,6 +707,7 @@ fn entry(
         occurred_at: at(sequence as i64 * 10),
         grant_id,
         reference: format!("deb_{n}"),
+        hash: CHAIN_START,
     }
 }
 
@@ -730,10 +733,13 @@ fn entries_fixture(
     ];
     let mut balance = 0;
     let mut entries = Vec::new();
+    let mut chain = CHAIN_START;
     for (i, (grant_id, delta)) in deltas.into_iter().enumerate() {
         balance += delta;
         let mut e = entry(100 + i as u64, info.id, i as u64 + 1, grant_id, delta);
         e.balance_after = amount(balance);
+        e.hash = e.chain(&chain);
+        chain = e.hash;
         entries.push(e);
     }
     // Written together, as the writer writes a batch's rows.
@@ -743,6 +749,49 @@ fn entries_fixture(
     };
     store.insert_rows(&rows).unwrap();
     (info, g1, g2, entries)
+}
+
+fn entries_keep_their_hash_chain(store: &mut dyn Store) {
+    let (info, _, _, entries) = entries_fixture(store);
+    // Every hash is stored as written, and each chains from the one before.
+    let page = store.list_entries(info.id, true, 10, None).unwrap();
+    assert_eq!(page.items, entries);
+    let mut chain = CHAIN_START;
+    for entry in &page.items {
+        assert_eq!(entry.hash, entry.chain(&chain));
+        chain = entry.hash;
+    }
+    // Any field changed changes the hash.
+    let mut edited = entries[2].clone();
+    edited.amount = amount(-149);
+    assert_ne!(edited.chain(&entries[1].hash), entries[2].hash);
+    let mut moved = entries[2].clone();
+    moved.sequence = 4;
+    assert_ne!(moved.chain(&entries[1].hash), entries[2].hash);
+    assert_ne!(entries[2].chain(&entries[0].hash), entries[2].hash);
+    // A wallet loads with its last entry's hash, which the next one chains from.
+    let loaded = store.load_wallets(&[info.id]).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].2, entries[4].hash);
+}
+
+fn a_snapshot_sees_one_state(store: &mut dyn Store, other: &mut dyn Store) {
+    let (_, _, info) = base(store);
+    let mut state = Wallet::new(amount(0));
+    update_wallet(store, info.id, &state);
+    store.begin_snapshot().unwrap();
+    let seen = store.load_wallet(info.id).unwrap().unwrap().1;
+    assert_eq!(seen.overdraft_limit, amount(0));
+    // Another connection commits meanwhile; the snapshot does not see it.
+    state.overdraft_limit = amount(500);
+    other.begin().unwrap();
+    update_wallet(other, info.id, &state);
+    other.commit().unwrap();
+    let again = store.load_wallet(info.id).unwrap().unwrap().1;
+    assert_eq!(again.overdraft_limit, amount(0));
+    store.rollback().unwrap();
+    let after = store.load_wallet(info.id).unwrap().unwrap().1;
+    assert_eq!(after.overdraft_limit, amount(500));
 }
 
 /// Writes one wallet's state, as the writer writes a batch's.

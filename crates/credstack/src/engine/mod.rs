@@ -349,6 +349,8 @@ struct Cached {
     info: WalletInfo,
     wallet: Wallet,
     version: i64,
+    /// The hash of the wallet's last entry, which its next entry chains from.
+    chain: [u8; 32],
 }
 
 struct Writer {
@@ -550,12 +552,13 @@ impl Writer {
             return Ok(());
         }
         // Wallets not in memory, or moved on by another process, load together.
-        for (info, wallet) in self.store()?.load_wallets(&to_load)? {
+        for (info, wallet, chain) in self.store()?.load_wallets(&to_load)? {
             let version = self.locked[&info.id];
             let cached = Cached {
                 info,
                 wallet,
                 version,
+                chain,
             };
             self.wallets.insert(cached.info.id, cached);
         }
@@ -1060,6 +1063,7 @@ impl Writer {
             info: info.clone(),
             wallet,
             version: 0,
+            chain: CHAIN_START,
         };
         self.wallets.insert(info.id, cached);
         self.wallet_view(info.id, now)
@@ -1296,8 +1300,12 @@ impl Writer {
     }
 
     fn persist(&mut self, info: &WalletInfo, changes: Changes) -> Result<()> {
+        let cached = self
+            .wallets
+            .get_mut(&info.id)
+            .expect("a changed wallet is cached");
         for entry in &changes.entries {
-            let record = EntryRecord {
+            let mut record = EntryRecord {
                 id: self.ids.next(),
                 wallet_id: info.id,
                 scale: info.scale,
@@ -1312,7 +1320,10 @@ impl Writer {
                     Reference::Debit(id) => ids::format(Kind::Debit, id.0),
                     Reference::Hold(id) => ids::format(Kind::Hold, id.0),
                 },
+                hash: CHAIN_START,
             };
+            record.hash = record.chain(&cached.chain);
+            cached.chain = record.hash;
             self.pending.entries.push(record);
         }
         for grant in &changes.finished_grants {

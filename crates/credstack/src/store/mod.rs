@@ -117,6 +117,10 @@ store_api! {
     /// (`BEGIN IMMEDIATE`); PostgreSQL runs at READ COMMITTED and relies on
     /// the row locks of [`Store::lock_wallets`].
     fn begin(&mut self) -> ();
+    /// Starts a read-only transaction that sees one consistent snapshot of
+    /// the whole store while writers go on (`credstack verify` online);
+    /// ended by `rollback`.
+    fn begin_snapshot(&mut self) -> ();
     fn commit(&mut self) -> ();
     fn rollback(&mut self) -> ();
     /// Locks these wallets' rows until the transaction ends, in id order
@@ -141,7 +145,9 @@ store_api! {
     fn load_wallet(&mut self, id: u128) -> Option<(WalletInfo, Wallet)>;
     /// [`Store::load_wallet`] for many (unknown ids left out): three
     /// statements on PostgreSQL whatever their number.
-    fn load_wallets(&mut self, ids: &[u128]) -> Vec<(WalletInfo, Wallet)>;
+    /// Each with the hash of its last entry ([`CHAIN_START`] before its
+    /// first), which the wallet's next entry chains from.
+    fn load_wallets(&mut self, ids: &[u128]) -> Vec<(WalletInfo, Wallet, [u8; 32])>;
     fn insert_wallet(&mut self, info: &WalletInfo, wallet: &Wallet) -> ();
     /// Writes these wallets' balances and next events, adding one to each
     /// one's `version`, and these grants' states ([`Store::update_grant_state`]):

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres_schema_v3.sql"),
     include_str!("postgres_schema_v4.sql"),
     include_str!("postgres_schema_v5.sql"),
+    include_str!("postgres_schema_v6.sql"),
 ];
 
 /// The schema version a migrated database is at.
@@ -159,12 +160,57 @@ pub fn migrate(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
             continue;
         }
         t.batch_execute(sql)?;
+        if version == ENTRY_HASHES_VERSION {
+            backfill_entry_hashes(&mut t)?;
+        }
         t.execute(
             "INSERT INTO schema_migrations (version) VALUES ($1)",
             &[&version],
         )?;
     }
     t.commit()
+}
+
+/// The version whose migration adds entry hashes, which existing entries
+/// then get from [`backfill_entry_hashes`].
+const ENTRY_HASHES_VERSION: i64 = 6;
+
+/// Chains the entries written before entries had hashes, in pages of
+/// (wallet, sequence) order, inside the migration's transaction.
+fn backfill_entry_hashes(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    let mut after: (Vec<u8>, i64) = (Vec::new(), 0);
+    let (mut wallet, mut previous) = (None, CHAIN_START);
+    loop {
+        let rows = c.query(
+            &format!(
+                "SELECT {ENTRY_COLUMNS_WITHOUT_HASH}, NULL::bytea FROM entries e
+                 WHERE (e.wallet_id, e.sequence) > ($1, $2)
+                 ORDER BY e.wallet_id, e.sequence LIMIT 10000"
+            ),
+            &[&after.0, &after.1],
+        )?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = (last.try_get::<_, &[u8]>(1)?.to_vec(), last.try_get(2)?);
+        let mut keys = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let entry = entry_fields(row, 0)?;
+            if wallet != Some(entry.wallet_id) {
+                (wallet, previous) = (Some(entry.wallet_id), CHAIN_START);
+            }
+            previous = entry.chain(&previous);
+            keys.0.push(id_bytes(entry.wallet_id));
+            keys.1.push(counter(entry.sequence));
+            keys.2.push(previous.to_vec());
+        }
+        c.execute(
+            "UPDATE entries e SET hash = n.hash
+             FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) AS n (wallet_id, sequence, hash)
+             WHERE e.wallet_id = n.wallet_id AND e.sequence = n.sequence",
+            &[&keys.0, &keys.1, &keys.2],
+        )?;
+    }
 }
 
 /// A pool of configured connections, for `r2d2` like the SQLite pool.
@@ -213,6 +259,11 @@ pub fn open_pool(url: &str, max_size: u32) -> Result<Pool, OpenError> {
 /// committed state.
 pub fn begin(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
     c.batch_execute("BEGIN")
+}
+
+/// One snapshot for the whole transaction, taken at its first statement.
+pub fn begin_snapshot(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 }
 
 pub fn commit(c: &mut impl GenericClient) -> Result<(), postgres::Error> {
@@ -600,7 +651,9 @@ pub fn load_wallet(
     c: &mut impl GenericClient,
     id: u128,
 ) -> Result<Option<(WalletInfo, Wallet)>, postgres::Error> {
-    Ok(load_wallets(c, &[id])?.pop())
+    Ok(load_wallets(c, &[id])?
+        .pop()
+        .map(|(info, wallet, _)| (info, wallet)))
 }
 
 /// These wallets with their live grants and active holds (unknown ids are
@@ -608,15 +661,17 @@ pub fn load_wallet(
 pub fn load_wallets(
     c: &mut impl GenericClient,
     ids: &[u128],
-) -> Result<Vec<(WalletInfo, Wallet)>, postgres::Error> {
+) -> Result<Vec<(WalletInfo, Wallet, [u8; 32])>, postgres::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let keys: Vec<Vec<u8>> = ids.iter().map(|&id| id_bytes(id)).collect();
-    let mut wallets: Vec<(WalletInfo, Wallet)> = all(
+    let mut wallets: Vec<(WalletInfo, Wallet, [u8; 32])> = all(
         c,
         &format!(
-            "SELECT {WALLET_INFO_COLUMNS}, overdraft_limit, debt, balance, last_sequence
+            "SELECT {WALLET_INFO_COLUMNS}, overdraft_limit, debt, balance, last_sequence,
+                (SELECT e.hash FROM entries e WHERE e.wallet_id = wallets.id
+                 ORDER BY e.sequence DESC LIMIT 1)
              FROM wallets WHERE id = ANY($1)"
         ),
         &[&keys],
@@ -630,13 +685,18 @@ pub fn load_wallets(
                 grants: Vec::new(),
                 holds: Vec::new(),
             };
-            Ok((info, wallet))
+            let chain: Option<Checked<[u8; 32]>> = row.try_get(9)?;
+            Ok((
+                info,
+                wallet,
+                chain.map_or(CHAIN_START, |Checked(hash)| hash),
+            ))
         },
     )?;
     let position: std::collections::HashMap<u128, usize> = wallets
         .iter()
         .enumerate()
-        .map(|(index, (info, _))| (info.id, index))
+        .map(|(index, (info, _, _))| (info.id, index))
         .collect();
     let grants = all(
         c,
@@ -667,7 +727,7 @@ pub fn load_wallets(
             reservations: record.reservations,
         });
     }
-    for (_, wallet) in &mut wallets {
+    for (_, wallet, _) in &mut wallets {
         wallet.grants.sort_by_key(|g| g.id);
         wallet.holds.sort_by_key(|h| h.id);
     }
@@ -1042,8 +1102,15 @@ pub fn list_debits(
 
 // ---- entries ------------------------------------------------------------------
 
-const ENTRY_COLUMNS: &str = "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.balance_after,
-    e.occurred_at, e.grant_id, e.reference, (SELECT scale FROM wallets w WHERE w.id = e.wallet_id)";
+/// An entry's columns but its hash, as a literal for `concat!`.
+macro_rules! entry_columns_without_hash {
+    () => {
+        "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.balance_after, e.occurred_at,
+        e.grant_id, e.reference, (SELECT scale FROM wallets w WHERE w.id = e.wallet_id)"
+    };
+}
+const ENTRY_COLUMNS_WITHOUT_HASH: &str = entry_columns_without_hash!();
+const ENTRY_COLUMNS: &str = concat!(entry_columns_without_hash!(), ", e.hash");
 
 fn entry_row(row: &Row) -> Result<EntryRecord, postgres::Error> {
     entry_from(row, 0)
@@ -1228,6 +1295,7 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
     let e_times: Vec<i64> = e.iter().map(|e| micros(e.occurred_at)).collect();
     let e_grants: Vec<Option<Vec<u8>>> = e.iter().map(|e| opt_id_bytes(e.grant_id)).collect();
     let e_references: Vec<&str> = e.iter().map(|e| e.reference.as_str()).collect();
+    let e_hashes: Vec<&[u8]> = e.iter().map(|e| e.hash.as_slice()).collect();
     let d = &rows.debits;
     let d_ids: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.id)).collect();
     let d_wallets: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.wallet_id)).collect();
@@ -1270,9 +1338,9 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
     c.execute(
         "WITH entries_in AS (
             INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after,
-                occurred_at, grant_id, reference)
+                occurred_at, grant_id, reference, hash)
             SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], $4::text[],
-                $5::bigint[], $6::bigint[], $7::bigint[], $8::bytea[], $9::text[])
+                $5::bigint[], $6::bigint[], $7::bigint[], $8::bytea[], $9::text[], $25::bytea[])
         ), debits_in AS (
             INSERT INTO debits (id, wallet_id, amount, allocations, balance_after,
                 description, metadata, hold_id, created_at)
@@ -1309,6 +1377,7 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
             &r_bodies,
             &r_times,
             &r_debits,
+            &e_hashes,
         ],
     )?;
     Ok(())
@@ -1759,11 +1828,12 @@ pub fn entries_with_purpose(
         &format!(
             "SELECT 0 AS tag, debt AS total, NULL::text AS purpose,
                     NULL::bytea, NULL::bytea, NULL::bigint, NULL::text, NULL::bigint,
-                    NULL::bigint, NULL::bigint, NULL::bytea, NULL::text, NULL::smallint
+                    NULL::bigint, NULL::bigint, NULL::bytea, NULL::text, NULL::smallint,
+                    NULL::bytea
              FROM wallets WHERE id = $1
              UNION ALL
              SELECT 1, coalesce(sum(remaining), 0)::bigint, purpose,
-                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
              FROM grants WHERE wallet_id = $1 GROUP BY purpose
              UNION ALL
              (SELECT 2, NULL, g.purpose, {ENTRY_COLUMNS}
@@ -1812,19 +1882,61 @@ pub fn entries_with_purpose(
 
 /// An entry whose [`ENTRY_COLUMNS`] start at column `at`.
 fn entry_from(row: &Row, at: usize) -> Result<EntryRecord, postgres::Error> {
-    let kind: &str = row.try_get(at + 3)?;
+    let Checked(hash) = row.try_get(at + 10)?;
+    Ok(EntryRecord {
+        hash,
+        ..entry_fields(row, at)?
+    })
+}
+
+/// An entry's fields but its hash (left as [`CHAIN_START`]).
+fn entry_fields(row: &Row, at: usize) -> Result<EntryRecord, postgres::Error> {
+    let Checked(kind) = row.try_get(at + 3)?;
     Ok(EntryRecord {
         id: id_col(row, at)?,
         wallet_id: id_col(row, at + 1)?,
         sequence: u64_col(row, at + 2)?,
-        kind: EntryKind::parse(kind).expect("stored entry type"),
+        kind,
         amount: amount_col(row, at + 4)?,
         balance_after: amount_col(row, at + 5)?,
         occurred_at: instant_col(row, at + 6)?,
         grant_id: opt_id_col(row, at + 7)?,
         reference: row.try_get(at + 8)?,
         scale: scale_col(row, at + 9)?,
+        hash: CHAIN_START,
     })
+}
+
+/// A column decoded with a check, so a damaged row (an unknown entry type,
+/// a hash of the wrong length) is a read error `credstack verify` can
+/// report, not a panic.
+struct Checked<T>(T);
+
+impl<'a> postgres::types::FromSql<'a> for Checked<EntryKind> {
+    fn from_sql(
+        ty: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as postgres::types::FromSql>::from_sql(ty, raw)?;
+        EntryKind::parse(text)
+            .map(Checked)
+            .ok_or_else(|| format!("unknown entry type {text:?}").into())
+    }
+    postgres::types::accepts!(TEXT, VARCHAR);
+}
+
+impl<'a> postgres::types::FromSql<'a> for Checked<[u8; 32]> {
+    fn from_sql(
+        ty: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes = <&[u8] as postgres::types::FromSql>::from_sql(ty, raw)?;
+        let hash: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| format!("a hash of {} bytes, not 32", bytes.len()))?;
+        Ok(Checked(hash))
+    }
+    postgres::types::accepts!(BYTEA);
 }
 
 /// Whether `entry_id` is an entry of `wallet_id` (a valid entries cursor).

@@ -25,7 +25,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
     include_str!("schema_v9.sql"),
+    include_str!("schema_v10.sql"),
 ];
+
+/// The version whose migration adds entry hashes, which existing entries
+/// then get from [`backfill_entry_hashes`].
+const ENTRY_HASHES_VERSION: usize = 10;
 
 /// Opens (creating if needed) the database and migrates it.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -66,6 +71,9 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
         let version: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             connection.execute_batch(sql)?;
+            if index + 1 == ENTRY_HASHES_VERSION {
+                backfill_entry_hashes(connection)?;
+            }
             connection.pragma_update(None, "user_version", index + 1)?;
         }
         Ok(())
@@ -79,6 +87,40 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Chains the entries written before entries had hashes, in pages of
+/// (wallet, sequence) order, inside the migration's transaction.
+fn backfill_entry_hashes(c: &Connection) -> rusqlite::Result<()> {
+    let mut after: (Vec<u8>, i64) = (Vec::new(), 0);
+    let (mut wallet, mut previous) = (None, CHAIN_START);
+    loop {
+        let page: Vec<EntryRecord> = c
+            .prepare(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries e
+                 WHERE (e.wallet_id, e.sequence) > (?, ?)
+                 ORDER BY e.wallet_id, e.sequence LIMIT 10000"
+            ))?
+            .query_map(params![after.0, after.1], row_without_hash)?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = (ids::to_bytes(last.wallet_id).to_vec(), last.sequence as i64);
+        let mut update =
+            c.prepare_cached("UPDATE entries SET hash = ? WHERE wallet_id = ? AND sequence = ?")?;
+        for entry in &page {
+            if wallet != Some(entry.wallet_id) {
+                (wallet, previous) = (Some(entry.wallet_id), CHAIN_START);
+            }
+            previous = entry.chain(&previous);
+            update.execute(params![
+                previous.as_slice(),
+                ids::to_bytes(entry.wallet_id),
+                entry.sequence
+            ])?;
+        }
+    }
+}
+
 // ---- transactions -------------------------------------------------------------
 
 /// Takes the database's write lock now, not at the first write, so a
@@ -86,6 +128,12 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
 /// of failing part way through a batch.
 pub fn begin(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch("BEGIN IMMEDIATE")
+}
+
+/// A deferred transaction: in WAL mode its first read fixes the snapshot
+/// every later read sees, while the writer commits beside it.
+pub fn begin_snapshot(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("BEGIN DEFERRED")
 }
 
 pub fn commit(c: &Connection) -> rusqlite::Result<()> {
@@ -464,12 +512,34 @@ pub fn load_wallet(c: &Connection, id: u128) -> rusqlite::Result<Option<(WalletI
 }
 
 /// These wallets with their live grants and active holds (unknown ids are left out).
-pub fn load_wallets(c: &Connection, ids: &[u128]) -> rusqlite::Result<Vec<(WalletInfo, Wallet)>> {
+pub fn load_wallets(
+    c: &Connection,
+    ids: &[u128],
+) -> rusqlite::Result<Vec<(WalletInfo, Wallet, [u8; 32])>> {
     let mut wallets = Vec::with_capacity(ids.len());
     for &id in ids {
-        wallets.extend(load_wallet(c, id)?);
+        if let Some((info, wallet)) = load_wallet(c, id)? {
+            let chain = chain_head(c, id)?;
+            wallets.push((info, wallet, chain));
+        }
     }
     Ok(wallets)
+}
+
+/// The hash of the wallet's last entry ([`CHAIN_START`] before its first).
+fn chain_head(c: &Connection, wallet_id: u128) -> rusqlite::Result<[u8; 32]> {
+    let hash: Option<Vec<u8>> = c
+        .prepare_cached(
+            "SELECT hash FROM entries WHERE wallet_id = ? ORDER BY sequence DESC LIMIT 1",
+        )?
+        .query_row([ids::to_bytes(wallet_id)], |row| row.get(0))
+        .optional()?;
+    match hash {
+        None => Ok(CHAIN_START),
+        Some(bytes) => bytes
+            .try_into()
+            .map_err(|_| unreadable(0, "stored entry hash is not 32 bytes")),
+    }
 }
 
 pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusqlite::Result<()> {
@@ -809,29 +879,48 @@ fn insert_debit(c: &Connection, debit: &DebitRecord) -> rusqlite::Result<()> {
 // ---- entries ------------------------------------------------------------------
 
 const ENTRY_COLUMNS: &str = "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.balance_after,
-    e.occurred_at, e.grant_id, e.reference, (SELECT scale FROM wallets w WHERE w.id = e.wallet_id)";
+    e.occurred_at, e.grant_id, e.reference, (SELECT scale FROM wallets w WHERE w.id = e.wallet_id),
+    e.hash";
 
 fn entry_row(row: &Row) -> rusqlite::Result<EntryRecord> {
+    let hash: Vec<u8> = row.get(10)?;
+    Ok(EntryRecord {
+        hash: hash
+            .try_into()
+            .map_err(|_| unreadable(10, "stored entry hash is not 32 bytes"))?,
+        ..row_without_hash(row)?
+    })
+}
+
+/// An entry's fields but its hash (left as [`CHAIN_START`]).
+fn row_without_hash(row: &Row) -> rusqlite::Result<EntryRecord> {
     let kind: String = row.get(3)?;
     Ok(EntryRecord {
         id: id_col(row, 0)?,
         wallet_id: id_col(row, 1)?,
         sequence: row.get(2)?,
-        kind: EntryKind::parse(&kind).expect("stored entry type"),
+        kind: EntryKind::parse(&kind).ok_or_else(|| unreadable(3, "unknown stored entry type"))?,
         amount: amount_col(row, 4)?,
         balance_after: amount_col(row, 5)?,
         occurred_at: instant(row.get(6)?),
         grant_id: opt_id_col(row, 7)?,
         reference: row.get(8)?,
         scale: scale_col(row, 9)?,
+        hash: CHAIN_START,
     })
+}
+
+/// A read error for a stored value the ledger could not have written, so
+/// `credstack verify` reports a damaged row instead of panicking on it.
+fn unreadable(column: usize, what: &'static str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, what.into())
 }
 
 fn insert_entry(c: &Connection, entry: &EntryRecord) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after, occurred_at,
-            grant_id, reference)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            grant_id, reference, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         ids::to_bytes(entry.wallet_id),
@@ -842,7 +931,8 @@ fn insert_entry(c: &Connection, entry: &EntryRecord) -> rusqlite::Result<()> {
         entry.balance_after.atomic(),
         micros(entry.occurred_at),
         opt_id_bytes(entry.grant_id),
-        entry.reference
+        entry.reference,
+        entry.hash.as_slice()
     ])?;
     Ok(())
 }
@@ -1487,7 +1577,7 @@ pub fn entries_with_purpose(
              WHERE e.wallet_id = ? ORDER BY e.sequence DESC LIMIT ?"
         ))?
         .query_map(params![key, limit as i64], |row| {
-            let purpose: Option<String> = row.get(10)?;
+            let purpose: Option<String> = row.get(11)?;
             Ok((entry_row(row)?, purpose.and_then(|p| Purpose::parse(&p))))
         })?
         .collect::<rusqlite::Result<_>>()?;

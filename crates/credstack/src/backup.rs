@@ -1,0 +1,116 @@
+//! `credstack backup` and `credstack restore` for the embedded store.
+//!
+//! A backup is SQLite's `VACUUM INTO`: a new database file written from one
+//! read snapshot, so it is consistent (every committed batch or none of it)
+//! while the server goes on writing, and compact. It is written beside its
+//! destination, flushed to disk, then renamed into place, so a backup cut
+//! off half way never looks like a whole one; then it is verified
+//! ([`crate::verify`]) before the command reports success. A restore copies
+//! a backup into a data directory that holds no store yet, the same way.
+
+use crate::ledger::database_path;
+use crate::store::sqlite;
+use crate::verify::{self, Report};
+use std::path::{Path, PathBuf};
+
+pub struct Backup {
+    /// The database file backed up.
+    pub source: PathBuf,
+    /// `verify` of the backup file.
+    pub verified: Report,
+}
+
+pub fn backup(data_dir: &Path, out: &Path) -> Result<Backup, String> {
+    let source = database_path(data_dir);
+    if !source.is_file() {
+        return Err(format!("no credstack store at {}", source.display()));
+    }
+    if out.exists() {
+        return Err(format!(
+            "{} exists already: a backup never overwrites a file",
+            out.display()
+        ));
+    }
+    let partial = with_suffix(out, ".partial");
+    remove_if_present(&partial)?;
+    let connection =
+        sqlite::open(&source).map_err(|e| format!("cannot open {}: {e}", source.display()))?;
+    let target = partial
+        .to_str()
+        .ok_or_else(|| format!("{} is not a UTF-8 path", partial.display()))?;
+    connection
+        .execute("VACUUM INTO ?1", [target])
+        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    drop(connection);
+    put_in_place(&partial, out)?;
+    let verified = verify_file(out)?;
+    if !verified.is_clean() {
+        return Err(format!(
+            "the backup at {} does not verify:\n{verified}",
+            out.display()
+        ));
+    }
+    Ok(Backup { source, verified })
+}
+
+/// Copies a backup in as the store of `data_dir`, which must hold none.
+/// Returns the store's path.
+pub fn restore(backup: &Path, data_dir: &Path) -> Result<PathBuf, String> {
+    if !backup.is_file() {
+        return Err(format!("no backup file at {}", backup.display()));
+    }
+    let target = database_path(data_dir);
+    for existing in [
+        target.clone(),
+        with_suffix(&target, "-wal"),
+        with_suffix(&target, "-shm"),
+    ] {
+        if existing.exists() {
+            return Err(format!(
+                "{} exists: restore into a data directory without a store",
+                existing.display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let partial = with_suffix(&target, ".partial");
+    std::fs::copy(backup, &partial)
+        .map_err(|e| format!("cannot copy {}: {e}", backup.display()))?;
+    put_in_place(&partial, &target)?;
+    Ok(target)
+}
+
+fn verify_file(path: &Path) -> Result<Report, String> {
+    let mut connection =
+        sqlite::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    verify::verify(&mut connection).map_err(|e| format!("cannot verify {}: {e}", path.display()))
+}
+
+/// Flushes `partial` to disk and renames it to `path`, then flushes the
+/// directory so the rename itself survives a crash.
+fn put_in_place(partial: &Path, path: &Path) -> Result<(), String> {
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(partial).map_err(|e| format!("cannot flush {}: {e}", partial.display()))?;
+    std::fs::rename(partial, path)
+        .map_err(|e| format!("cannot rename {} into place: {e}", partial.display()))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync(parent).map_err(|e| format!("cannot flush {}: {e}", parent.display()))?;
+    }
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove {}: {e}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,7 @@
+-- credstack embedded store, version 10: entries form a hash chain per
+-- wallet (issue 7). Each entry's `hash` is SHA-256 of the previous entry's
+-- hash and the entry itself (`EntryRecord::chain`), so `credstack verify`
+-- detects an entry edited, deleted or inserted behind the ledger's back.
+-- Entries written before this version get their hashes from the migration
+-- (`backfill_entry_hashes`), wallet by wallet in sequence order.
+ALTER TABLE entries ADD COLUMN hash BLOB NOT NULL DEFAULT x'';
