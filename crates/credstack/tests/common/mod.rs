@@ -581,3 +581,71 @@ pub fn assert_error(response: &Response, status: u16, code: &str, param: Option<
         );
     }
 }
+
+// ---- the store behind the server, for the integrity suites ------------------------
+
+impl Server {
+    /// The CLI's arguments naming this server's store.
+    pub fn store_args(&self) -> Vec<String> {
+        match &self.db {
+            Some(db) => vec!["--database-url".into(), db.url()],
+            None => vec![
+                "--data".into(),
+                self._data.path().to_string_lossy().into_owned(),
+            ],
+        }
+    }
+
+    /// Runs `credstack <command> <store args> <extra>`; its exit code and
+    /// everything it printed.
+    pub fn cli(&self, command: &str, extra: &[&str]) -> (i32, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_credstack"))
+            .arg(command)
+            .args(self.store_args())
+            .args(extra)
+            .env_remove("CREDSTACK_DATA")
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run credstack");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text)
+    }
+
+    /// Runs one SQL statement straight on the store, behind the ledger's
+    /// back: the SQLite file or the PostgreSQL database. `id`, when given,
+    /// is its one parameter (`$1`). Returns the rows changed.
+    pub fn execute_sql(&self, sql: &str, id: Option<u128>) -> u64 {
+        let bytes = id.map(|id| credstack::ids::to_bytes(id).to_vec());
+        match &self.db {
+            Some(db) => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let mut client = db.connect();
+                        match &bytes {
+                            Some(bytes) => client.execute(sql, &[bytes]),
+                            None => client.execute(sql, &[]),
+                        }
+                        .expect(sql)
+                    })
+                    .join()
+                    .expect("PostgreSQL thread")
+            }),
+            None => {
+                let path = credstack::ledger::database_path(self._data.path());
+                let connection = rusqlite::Connection::open(path).expect("open the store");
+                connection
+                    .busy_timeout(std::time::Duration::from_secs(5))
+                    .unwrap();
+                let changed = match &bytes {
+                    Some(bytes) => connection.execute(sql, [bytes]),
+                    None => connection.execute(sql, []),
+                };
+                changed.expect(sql) as u64
+            }
+        }
+    }
+}
