@@ -16,11 +16,12 @@ impl Process {
     /// `key` as its admin key, its log appended to `log`; returns once
     /// `/healthz` answers.
     pub async fn spawn(store_args: &[&str], key: &str, log: &Path) -> Process {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .unwrap()
-            .port();
+        Process::spawn_on(free_port(), store_args, key, log).await
+    }
+
+    /// [`Process::spawn`] on this port: a server restarted on the port its
+    /// clients know.
+    pub async fn spawn_on(port: u16, store_args: &[&str], key: &str, log: &Path) -> Process {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -62,6 +63,15 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Process {
