@@ -163,7 +163,10 @@ impl Harness {
                 assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
                 return answer.body;
             }
-            assert!(Instant::now() < deadline, "no answer to GET {path} for 2 minutes");
+            assert!(
+                Instant::now() < deadline,
+                "no answer to GET {path} for 2 minutes"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

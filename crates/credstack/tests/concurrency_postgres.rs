@@ -1,0 +1,4 @@
+//! `concurrency.rs` again, on PostgreSQL.
+
+#[path = "concurrency.rs"]
+mod suite;
