@@ -141,7 +141,7 @@ async fn client(server: Arc<Server>, shared: Arc<Shared>, seed: u64) {
         let op = match next(12) {
             0..=3 => {
                 let response = server.debit(wallet, &amount.to_string()).await;
-                (response.status == 200).then(|| Op::Debit {
+                (response.status == 200).then_some(Op::Debit {
                     amount,
                     answer: response.body,
                 })
@@ -153,7 +153,7 @@ async fn client(server: Arc<Server>, shared: Arc<Shared>, seed: u64) {
                 if response.status == 200 {
                     holds.push((w, response.id(), amount));
                 }
-                (response.status == 200).then(|| Op::Hold {
+                (response.status == 200).then_some(Op::Hold {
                     amount,
                     answer: response.body,
                 })
