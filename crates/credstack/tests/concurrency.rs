@@ -99,6 +99,8 @@ struct Shared {
     /// Grant ids each wallet has had (for voids), and each client's open holds.
     grants: Mutex<Vec<Vec<String>>>,
     done: Mutex<Vec<Done>>,
+    /// Debits and holds refused for want of balance (402).
+    refused: Mutex<Vec<Done>>,
 }
 
 async fn grant(server: &Server, shared: &Shared, w: usize, amount: i64, purpose: Purpose) {
@@ -141,6 +143,16 @@ async fn client(server: Arc<Server>, shared: Arc<Shared>, seed: u64) {
         let op = match next(12) {
             0..=3 => {
                 let response = server.debit(wallet, &amount.to_string()).await;
+                refused(
+                    &shared,
+                    w,
+                    &response,
+                    Op::Debit {
+                        amount,
+                        answer: Value::Null,
+                    },
+                    sent,
+                );
                 (response.status == 200).then_some(Op::Debit {
                     amount,
                     answer: response.body,
@@ -150,6 +162,16 @@ async fn client(server: Arc<Server>, shared: Arc<Shared>, seed: u64) {
                 let response = server
                     .hold(wallet, json!({"amount": amount.to_string()}))
                     .await;
+                refused(
+                    &shared,
+                    w,
+                    &response,
+                    Op::Hold {
+                        amount,
+                        answer: Value::Null,
+                    },
+                    sent,
+                );
                 if response.status == 200 {
                     holds.push((w, response.id(), amount));
                 }
@@ -211,6 +233,11 @@ async fn client(server: Arc<Server>, shared: Arc<Shared>, seed: u64) {
             }
             _ => {
                 let response = server.debit(wallet, &(amount * 2).to_string()).await;
+                let op = Op::Debit {
+                    amount: amount * 2,
+                    answer: Value::Null,
+                };
+                refused(&shared, w, &response, op, sent);
                 (response.status == 200).then(|| Op::Debit {
                     amount: amount * 2,
                     answer: response.body,
@@ -237,6 +264,54 @@ async fn client(server: Arc<Server>, shared: Arc<Shared>, seed: u64) {
             sent,
         );
     }
+}
+
+/// Keeps a call refused for want of balance, to check the refusal.
+fn refused(
+    shared: &Shared,
+    wallet: usize,
+    response: &common::Response,
+    op: Op,
+    sent: std::time::Instant,
+) {
+    if response.status == 402 {
+        assert_eq!(
+            response.body["error"]["code"], "insufficient_balance",
+            "{}",
+            response.body
+        );
+        shared.refused.lock().unwrap().push(Done {
+            wallet,
+            op,
+            sent,
+            answered: std::time::Instant::now(),
+        });
+    }
+}
+
+/// Whether the model refuses this debit or hold for want of balance.
+fn model_refuses(wallet: &Wallet, now: Instant, op: &Op) -> bool {
+    let mut wallet = wallet.clone();
+    let mut changes = Changes::default();
+    let result = match op {
+        Op::Debit { amount, .. } => wallet
+            .debit(
+                DebitId(u128::MAX),
+                Amount::from_atomic(*amount),
+                now,
+                &mut changes,
+            )
+            .map(|_| ()),
+        Op::Hold { amount, .. } => wallet.place_hold(
+            HoldId(u128::MAX),
+            Amount::from_atomic(*amount),
+            now + chrono::Duration::minutes(10),
+            now,
+            &mut changes,
+        ),
+        _ => unreachable!("only debits and holds are kept as refused"),
+    };
+    matches!(result, Err(r) if r.code() == "insufficient_balance")
 }
 
 fn record(shared: &Shared, wallet: usize, op: Op, sent: std::time::Instant) {
@@ -400,7 +475,7 @@ fn replay(
     debits: std::collections::HashMap<u128, Value>,
     now: Instant,
     accept: &dyn Fn(&Wallet) -> bool,
-) -> (Wallet, usize) {
+) -> (Wallet, usize, Vec<(Done, Wallet)>) {
     let count = done.len();
     let (mut ordered, mut floating): (Vec<Done>, Vec<Done>) =
         done.into_iter().partition(|d| d.order().is_some());
@@ -413,9 +488,10 @@ fn replay(
         ordered: &ordered,
         budget: 200_000,
         deepest: (0, String::new()),
+        path: Vec::new(),
     };
     match search.from(Wallet::new(Amount::from_atomic(OVERDRAFT)), 0, floating) {
-        Some(wallet) => (wallet, count),
+        Some(wallet) => (wallet, count, search.path),
         None => panic!(
             "no order of the floating operations within their real-time windows replays operation {} of the commit order: {}\n{:?}",
             search.deepest.0,
@@ -436,6 +512,8 @@ struct Search<'a> {
     now: Instant,
     debits: &'a std::collections::HashMap<u128, Value>,
     ordered: &'a [Done],
+    /// The order found so far: each operation with the state after it.
+    path: Vec<(Done, Wallet)>,
     budget: u64,
     deepest: (usize, String),
 }
@@ -470,12 +548,20 @@ fn orders(ops: &[&Done]) -> Vec<Vec<usize>> {
 }
 
 impl Search<'_> {
-    fn apply_all(&self, wallet: &Wallet, ops: &[&Done], order: &[usize]) -> Option<Wallet> {
-        let mut wallet = wallet.clone();
+    /// The states after each of `ops` applied in `order`.
+    fn apply_all(
+        &self,
+        wallet: &Wallet,
+        ops: &[&Done],
+        order: &[usize],
+    ) -> Option<Vec<(Done, Wallet)>> {
+        let mut states: Vec<(Done, Wallet)> = Vec::new();
         for &i in order {
-            wallet = apply(&wallet, self.now, &ops[i].op, self.debits).ok()?;
+            let last = states.last().map_or(wallet, |(_, w)| w);
+            let next = apply(last, self.now, &ops[i].op, self.debits).ok()?;
+            states.push((ops[i].clone(), next));
         }
-        Some(wallet)
+        Some(states)
     }
 
     fn from(&mut self, wallet: Wallet, position: usize, floating: Vec<Done>) -> Option<Wallet> {
@@ -484,10 +570,12 @@ impl Search<'_> {
             // some order that leaves the state the server ended with.
             let rest: Vec<&Done> = floating.iter().collect();
             for order in orders(&rest) {
-                if let Some(end) = self.apply_all(&wallet, &rest, &order)
-                    && (self.accept)(&end)
-                {
-                    return Some(end);
+                if let Some(states) = self.apply_all(&wallet, &rest, &order) {
+                    let end = states.last().map_or(&wallet, |(_, w)| w).clone();
+                    if (self.accept)(&end) {
+                        self.path.extend(states);
+                        return Some(end);
+                    }
                 }
             }
             self.deepest = (
@@ -520,18 +608,23 @@ impl Search<'_> {
                     return None;
                 }
                 self.budget -= 1;
-                let Some(trial) = self.apply_all(&wallet, &before, &order) else {
+                let Some(states) = self.apply_all(&wallet, &before, &order) else {
                     continue;
                 };
-                match apply(&trial, self.now, &next.op, self.debits) {
+                let trial = states.last().map_or(&wallet, |(_, w)| w);
+                match apply(trial, self.now, &next.op, self.debits) {
                     Ok(after) => {
                         let remaining: Vec<Done> = (0..floating.len())
                             .filter(|i| !chosen.contains(i))
                             .map(|i| floating[i].clone())
                             .collect();
+                        let saved = self.path.len();
+                        self.path.extend(states);
+                        self.path.push((next.clone(), after.clone()));
                         if let Some(end) = self.from(after, position + 1, remaining) {
                             return Some(end);
                         }
+                        self.path.truncate(saved);
                     }
                     Err(error) => {
                         if position >= self.deepest.0 {
@@ -561,6 +654,7 @@ async fn concurrent_calls_equal_a_sequential_replay_in_commit_order() {
         wallets,
         grants: Mutex::new(vec![Vec::new(); WALLETS]),
         done: Mutex::new(Vec::new()),
+        refused: Mutex::new(Vec::new()),
     });
     for w in 0..WALLETS {
         grant(&server, &shared, w, 50, Purpose::Promotional).await;
@@ -582,7 +676,7 @@ async fn concurrent_calls_equal_a_sequential_replay_in_commit_order() {
 
     let done = shared.done.lock().unwrap().clone();
     let now: Instant = common::START.parse().unwrap();
-    let mut replayed = 0;
+    let (mut replayed, mut refused_checked) = (0, 0);
     for (w, wallet) in shared.wallets.iter().enumerate() {
         let mine: Vec<Done> = done.iter().filter(|d| d.wallet == w).cloned().collect();
         let mut debits = std::collections::HashMap::new();
@@ -633,8 +727,33 @@ async fn concurrent_calls_equal_a_sequential_replay_in_commit_order() {
         };
         let accept =
             |model: &Wallet| model_state(model) == (observed.clone(), grant_states.clone());
-        let (model, count) = replay(mine.clone(), debits, now, &accept);
+        let (model, count, path) = replay(mine.clone(), debits, now, &accept);
         replayed += count;
+        // Each refusal was right at some moment its real-time window allows:
+        // after every operation answered before it was sent, before every
+        // operation sent after it was answered.
+        let refusals: Vec<Done> = shared
+            .refused
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.wallet == w)
+            .cloned()
+            .collect();
+        let start = Wallet::new(Amount::from_atomic(OVERDRAFT));
+        for refusal in &refusals {
+            let right = (0..=path.len()).any(|p| {
+                let before_ok = path[..p].iter().all(|(d, _)| d.sent <= refusal.answered);
+                let after_ok = path[p..].iter().all(|(d, _)| d.answered >= refusal.sent);
+                let state = if p == 0 { &start } else { &path[p - 1].1 };
+                before_ok && after_ok && model_refuses(state, now, &refusal.op)
+            });
+            assert!(
+                right,
+                "wallet {w}: no moment in its window refuses {refusal:?}"
+            );
+        }
+        refused_checked += refusals.len();
         assert_eq!(
             model_state(&model),
             (observed.clone(), grant_states.clone()),
@@ -645,6 +764,6 @@ async fn concurrent_calls_equal_a_sequential_replay_in_commit_order() {
     let (code, report) = server.cli("verify", &[]);
     assert_eq!(code, 0, "{report}");
     println!(
-        "concurrency: {replayed} acknowledged operations replayed in commit order on {WALLETS} wallets by {CLIENTS} clients"
+        "concurrency: {replayed} acknowledged operations replayed in commit order, {refused_checked} refusals checked, on {WALLETS} wallets by {CLIENTS} clients"
     );
 }
