@@ -119,6 +119,11 @@ impl Server {
     }
 
     pub async fn start_at(start: &str) -> Server {
+        Server::start_with(start, credstack::http::limits::Limits::default()).await
+    }
+
+    /// A server at `start` on the simulated clock, within `limits`.
+    pub async fn start_with(start: &str, limits: credstack::http::limits::Limits) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let (backend, db) = backend(&data);
         let ledger = Ledger::open(Config {
@@ -132,9 +137,10 @@ impl Server {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(credstack::server::run(
+        tokio::spawn(credstack::server::run_with(
             listener,
             ledger.clone(),
+            limits,
             std::future::pending(),
         ));
         Server {
@@ -145,6 +151,11 @@ impl Server {
             db,
             ledger: Some(ledger),
         }
+    }
+
+    /// The directory of the embedded store (empty on PostgreSQL).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
     }
 
     /// A client of a server running elsewhere (a `serve` process).
