@@ -592,3 +592,41 @@ pub fn assert_error(response: &Response, status: u16, code: &str, param: Option<
         );
     }
 }
+
+/// Signs in to the console at `base` with `key` through its login form;
+/// returns the session cookie's value, or `None` if sign-in was refused.
+pub async fn console_sign_in(base: &str, key: &str) -> Option<String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(format!("{base}/login")).send().await.unwrap();
+    let login_cookie = set_cookie(&page, "credstack_login").expect("a login cookie");
+    let html = page.text().await.unwrap();
+    let marker = "name=\"login_token\" value=\"";
+    let start = html.find(marker).expect("a login token") + marker.len();
+    let token = html[start..].split('"').next().unwrap();
+    let response = http
+        .post(format!("{base}/login"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("credstack_login={login_cookie}"),
+        )
+        .form(&[("api_key", key), ("login_token", token), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    set_cookie(&response, "credstack_session")
+}
+
+/// The value a response sets for cookie `name`.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .filter(|v| !v.is_empty())
+}
