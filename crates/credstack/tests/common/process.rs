@@ -16,6 +16,16 @@ impl Process {
     /// `key` as its admin key, its log appended to `log`; returns once
     /// `/healthz` answers.
     pub async fn spawn(store_args: &[&str], key: &str, log: &Path) -> Process {
+        Process::spawn_with_env(store_args, key, log, &[]).await
+    }
+
+    /// As [`Process::spawn`], with these environment variables set too.
+    pub async fn spawn_with_env(
+        store_args: &[&str],
+        key: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
@@ -33,6 +43,7 @@ impl Process {
             .env_remove("CREDSTACK_ADDR")
             .env_remove("CREDSTACK_DATA")
             .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
