@@ -1,6 +1,7 @@
 //! The command line: `credstack serve` and its configuration (SPEC §4).
 
 use crate::clock::Clock;
+use crate::http::limits::{Limits, RATE_LIMIT_PER_KEY_DEFAULT};
 use crate::ledger::{Backend, Config, Ledger, new_secret};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -107,6 +108,30 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Requests per second each API key may make, on average; over it the
+    /// API answers 429 with `Retry-After`. 0 turns rate limiting off.
+    #[arg(long, env = "CREDSTACK_RATE_LIMIT_PER_KEY", default_value_t = RATE_LIMIT_PER_KEY_DEFAULT)]
+    pub rate_limit_per_key: u32,
+    /// Requests a key may make at once before its rate applies. Default:
+    /// one second's worth (the rate itself).
+    #[arg(long, env = "CREDSTACK_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+    /// Seconds a client has to send a request's headers (else the
+    /// connection is closed), and then its body (else 408).
+    #[arg(long, env = "CREDSTACK_REQUEST_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_seconds: u64,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            rate_limit_per_key: self.rate_limit_per_key,
+            rate_limit_burst: self.rate_limit_burst.unwrap_or(self.rate_limit_per_key),
+            request_time_max: std::time::Duration::from_secs(self.request_timeout_seconds),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -260,7 +285,10 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
         if ledger.clock().is_simulated() {
             println!("  clock:   simulated, at {}", ledger.now().to_rfc3339());
         }
-        match crate::server::run(listener, ledger, crate::server::shutdown_signal()).await {
+        let limits = args.limits();
+        match crate::server::run_with(listener, ledger, limits, crate::server::shutdown_signal())
+            .await
+        {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error}");

@@ -11,6 +11,7 @@
 
 use super::{FieldErrors, render_with};
 use crate::engine::{Request, hash_secret};
+use crate::http::limits::BodyError;
 use crate::ledger::Ledger;
 use crate::records::{ConsoleSession, Scope};
 use askama::Template;
@@ -112,10 +113,17 @@ impl<T: DeserializeOwned> FromRequest<Ledger> for Submitted<T> {
     ) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
         let operator = Operator::from_request_parts(&mut parts, ledger).await?;
-        let bytes = axum::body::to_bytes(body, FORM_BYTES_MAX)
+        let bytes = crate::http::limits::read_body(body, FORM_BYTES_MAX)
             .await
-            .map_err(|_| {
-                (StatusCode::PAYLOAD_TOO_LARGE, "the form is too large").into_response()
+            .map_err(|error| match error {
+                BodyError::TooLarge => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "the form is too large").into_response()
+                }
+                BodyError::TimedOut => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the form was not received in time; nothing was changed",
+                )
+                    .into_response(),
             })?;
         let token: CsrfField = serde_html_form::from_bytes(&bytes)
             .map_err(|_| (StatusCode::BAD_REQUEST, "the form is malformed").into_response())?;

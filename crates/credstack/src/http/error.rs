@@ -45,6 +45,7 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::PAYMENT_REQUIRED => "balance_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             s if s.is_server_error() => "api_error",
             _ => "invalid_request_error",
         }

@@ -2,6 +2,7 @@
 //! keys and API key authorization, each failing with a SPEC-shaped 4xx.
 
 use super::error::ApiError;
+use super::limits::RateLimiter;
 use crate::engine::Idempotency;
 use crate::ids::{self, Kind};
 use crate::ledger::Ledger;
@@ -13,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Largest request body accepted; larger bodies get 413. A batch of 1000
 /// debits with descriptions fits comfortably.
@@ -36,15 +38,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let raw = axum::body::to_bytes(request.into_body(), BODY_BYTES_MAX)
+        let raw = super::limits::read_body(request.into_body(), BODY_BYTES_MAX)
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("request bodies are limited to {BODY_BYTES_MAX} bytes"),
-                )
-            })?;
+            .map_err(|error| error.api_error(BODY_BYTES_MAX))?;
         // An empty body stands for `{}` on calls that take no fields.
         let text: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -275,8 +271,20 @@ pub fn required_scope(method: &Method, path: &str) -> Scope {
     }
 }
 
-/// Middleware on every `/v1` route: 401 without a valid key, 403 without the scope.
-pub async fn authorize(State(ledger): State<Ledger>, request: Request, next: Next) -> Response {
+/// What [`authorize`] needs: the ledger's keys and the per-key rate limiter.
+#[derive(Clone)]
+pub struct Guard {
+    pub ledger: Ledger,
+    pub rate_limiter: Arc<RateLimiter>,
+}
+
+/// Middleware on every `/v1` route: 401 without a valid key, 429 when the
+/// key is over its rate, 403 without the scope.
+pub async fn authorize(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let Guard {
+        ledger,
+        rate_limiter,
+    } = guard;
     let path = request
         .extensions()
         .get::<MatchedPath>()
@@ -304,6 +312,9 @@ pub async fn authorize(State(ledger): State<Ledger>, request: Request, next: Nex
         )
         .into_response();
     };
+    if let Err(wait) = rate_limiter.admit(key.id) {
+        return super::limits::rate_limited(wait);
+    }
     let needed = required_scope(request.method(), &path);
     if key.scope < needed {
         return ApiError::new(

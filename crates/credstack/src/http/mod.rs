@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod promotions;
 pub mod routes;
 pub mod wire;
@@ -21,8 +22,9 @@ use promotions::*;
 use routes::*;
 use utoipa::OpenApi;
 
-/// The whole application: `/healthz`, `/v1`, and the OpenAPI document.
-pub fn app(ledger: Ledger) -> Router {
+/// The whole application: `/healthz`, `/v1`, the OpenAPI document and the
+/// console, within `limits`.
+pub fn app(ledger: Ledger, limits: &limits::Limits) -> Router {
     let v1 = Router::new()
         .route("/v1/openapi.json", get(openapi_json))
         .route(
@@ -85,7 +87,10 @@ pub fn app(ledger: Ledger) -> Router {
         .route("/v1/test_clock", get(test_clock))
         .route("/v1/test_clock/advance", post(advance_test_clock))
         .route_layer(axum::middleware::from_fn_with_state(
-            ledger.clone(),
+            extract::Guard {
+                ledger: ledger.clone(),
+                rate_limiter: std::sync::Arc::new(limits::RateLimiter::new(limits)),
+            },
             extract::authorize,
         ));
     Router::new()
@@ -95,6 +100,10 @@ pub fn app(ledger: Ledger) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ledger)
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_time_max,
+            limits::limit_request,
+        ))
 }
 
 async fn method_not_allowed() -> Response {

@@ -119,6 +119,11 @@ impl Server {
     }
 
     pub async fn start_at(start: &str) -> Server {
+        Server::start_with(start, credstack::http::limits::Limits::default()).await
+    }
+
+    /// A server at `start` on the simulated clock, within `limits`.
+    pub async fn start_with(start: &str, limits: credstack::http::limits::Limits) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let (backend, db) = backend(&data);
         let ledger = Ledger::open(Config {
@@ -132,9 +137,10 @@ impl Server {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(credstack::server::run(
+        tokio::spawn(credstack::server::run_with(
             listener,
             ledger.clone(),
+            limits,
             std::future::pending(),
         ));
         Server {
@@ -145,6 +151,11 @@ impl Server {
             db,
             ledger: Some(ledger),
         }
+    }
+
+    /// The directory of the embedded store (empty on PostgreSQL).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
     }
 
     /// A client of a server running elsewhere (a `serve` process).
@@ -648,4 +659,42 @@ impl Server {
             }
         }
     }
+}
+
+/// Signs in to the console at `base` with `key` through its login form;
+/// returns the session cookie's value, or `None` if sign-in was refused.
+pub async fn console_sign_in(base: &str, key: &str) -> Option<String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(format!("{base}/login")).send().await.unwrap();
+    let login_cookie = set_cookie(&page, "credstack_login").expect("a login cookie");
+    let html = page.text().await.unwrap();
+    let marker = "name=\"login_token\" value=\"";
+    let start = html.find(marker).expect("a login token") + marker.len();
+    let token = html[start..].split('"').next().unwrap();
+    let response = http
+        .post(format!("{base}/login"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("credstack_login={login_cookie}"),
+        )
+        .form(&[("api_key", key), ("login_token", token), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    set_cookie(&response, "credstack_session")
+}
+
+/// The value a response sets for cookie `name`.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .filter(|v| !v.is_empty())
 }

@@ -16,12 +16,32 @@ impl Process {
     /// `key` as its admin key, its log appended to `log`; returns once
     /// `/healthz` answers.
     pub async fn spawn(store_args: &[&str], key: &str, log: &Path) -> Process {
-        Process::spawn_on(free_port(), store_args, key, log).await
+        Process::spawn_with_env(store_args, key, log, &[]).await
+    }
+
+    /// As [`Process::spawn`], with these environment variables set too.
+    pub async fn spawn_with_env(
+        store_args: &[&str],
+        key: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Process {
+        Process::start(free_port(), store_args, key, log, env).await
     }
 
     /// [`Process::spawn`] on this port: a server restarted on the port its
     /// clients know.
     pub async fn spawn_on(port: u16, store_args: &[&str], key: &str, log: &Path) -> Process {
+        Process::start(port, store_args, key, log, &[]).await
+    }
+
+    async fn start(
+        port: u16,
+        store_args: &[&str],
+        key: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Process {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -34,6 +54,7 @@ impl Process {
             .env_remove("CREDSTACK_ADDR")
             .env_remove("CREDSTACK_DATA")
             .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

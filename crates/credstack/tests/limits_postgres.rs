@@ -1,0 +1,6 @@
+//! `limits.rs` again, on PostgreSQL: the harness runs every server of a test
+//! target whose name ends in `_postgres` on a fresh PostgreSQL database
+//! (see `tests/common/mod.rs`).
+
+#[path = "limits.rs"]
+mod suite;

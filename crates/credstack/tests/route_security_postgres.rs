@@ -1,0 +1,6 @@
+//! `route_security.rs` again, on PostgreSQL: the harness runs every server of a test
+//! target whose name ends in `_postgres` on a fresh PostgreSQL database
+//! (see `tests/common/mod.rs`).
+
+#[path = "route_security.rs"]
+mod suite;
