@@ -407,3 +407,92 @@ fn debit_requests_are_accepted_or_refused_cleanly() {
 fn hold_requests_are_accepted_or_refused_cleanly() {
     fuzz(Route::Hold);
 }
+
+/// Found by schemathesis: serde reads a struct from a JSON array by field
+/// order, so `["x", "inactive"]` renamed and deactivated a credit system and
+/// `[null, null]` answered 200. An array is accepted only as a list field.
+#[tokio::test]
+async fn an_array_is_never_read_as_an_object() {
+    let fixture = Fixture::new().await;
+    let server = &fixture.server;
+    let wallet = &fixture.wallet;
+    let system = server.credit_system("positional", 0).await;
+    let hold = server.hold(wallet, json!({"amount": "1"})).await.ok().id();
+    let cases: Vec<(Method, String, Value, &str)> = vec![
+        (
+            Method::PATCH,
+            format!("/v1/credit_systems/{system}"),
+            json!(["Renamed", "inactive"]),
+            "body",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/credit_systems/{system}"),
+            json!([null, null]),
+            "body",
+        ),
+        (
+            Method::POST,
+            format!("/v1/wallets/{wallet}/debits"),
+            json!(["5"]),
+            "body",
+        ),
+        (
+            Method::POST,
+            format!("/v1/wallets/{wallet}/holds"),
+            json!(["5", 60]),
+            "body",
+        ),
+        (
+            Method::POST,
+            format!("/v1/holds/{hold}/capture"),
+            json!(["1"]),
+            "body",
+        ),
+        (
+            Method::POST,
+            format!("/v1/wallets/{wallet}/grants"),
+            json!({"amount": "5", "purpose": "paid", "recurrence": ["month", 1]}),
+            "recurrence",
+        ),
+        (
+            Method::POST,
+            "/v1/debits/batch".to_string(),
+            json!({"debits": [[wallet, "1", "positional-1"]]}),
+            "debits[0]",
+        ),
+    ];
+    for (method, path, body, param) in cases {
+        let before = server.snapshot(wallet).await;
+        let system_before = server
+            .get(&format!("/v1/credit_systems/{system}"))
+            .await
+            .body;
+        let response = server
+            .send(method.clone(), &path, Some(body.clone()), &[])
+            .await;
+        common::assert_error(&response, 400, "parameter_invalid", Some(param));
+        assert_eq!(
+            before,
+            server.snapshot(wallet).await,
+            "{method} {path} {body}"
+        );
+        assert_eq!(
+            system_before,
+            server
+                .get(&format!("/v1/credit_systems/{system}"))
+                .await
+                .body,
+            "{method} {path} {body}"
+        );
+    }
+    // The list fields still take arrays.
+    let batch = server
+        .post(
+            "/v1/debits/batch",
+            json!({"debits": [{"wallet_id": wallet, "amount": "1", "idempotency_key": "list-1"}]}),
+        )
+        .await
+        .ok();
+    assert_eq!(batch.body["data"][0]["status"], 200, "{}", batch.body);
+}
