@@ -11,10 +11,11 @@
 use super::extract::{BODY_BYTES_MAX, IDEMPOTENCY_KEY_MAX};
 use utoipa::Modify;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{
-    ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder,
+    Components, ContentBuilder, HeaderBuilder, OpenApi, Ref, RefOr, Required, Response,
+    ResponseBuilder,
 };
 
 /// The shared error responses: status, component name, description.
@@ -71,6 +72,7 @@ impl Modify for CommonResponses {
                 .responses
                 .insert(name.to_string(), RefOr::T(error_response(&description)));
         }
+        let components = openapi.components.as_ref().expect("just set");
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 ("GET", &mut item.get),
@@ -81,6 +83,7 @@ impl Modify for CommonResponses {
             for (method, operation) in operations {
                 if let Some(operation) = operation {
                     document(path, method, operation);
+                    optional_empty_body(operation, components);
                 }
             }
         }
@@ -140,6 +143,35 @@ fn document(path: &str, method: &str, operation: &mut Operation) {
         if let Some((_, name, _)) = ERROR_RESPONSES.iter().find(|(s, _, _)| s == status) {
             *response = RefOr::Ref(Ref::from_response_name(*name));
         }
+    }
+}
+
+/// An empty body stands for `{}` (see `JsonBody`), so a body whose schema
+/// requires no field may be left out: a PATCH that sends nothing changes
+/// nothing and answers the object as it is.
+fn optional_empty_body(operation: &mut Operation, components: &Components) {
+    let Some(RefOr::T(body)) = operation.request_body.as_mut() else {
+        return;
+    };
+    let requires_nothing = body.content.values().all(|content| {
+        let RefOr::T(content) = content else {
+            return false;
+        };
+        let Some(RefOr::Ref(reference)) = &content.schema else {
+            return false;
+        };
+        let name = reference
+            .ref_location
+            .trim_start_matches("#/components/schemas/");
+        matches!(
+            components.schemas.get(name),
+            Some(RefOr::T(Schema::Object(object))) if object.required.is_empty()
+        )
+    });
+    if requires_nothing {
+        body.required = Some(Required::False);
+        body.description =
+            Some("Every field is optional; an empty body is the same as `{}`.".to_string());
     }
 }
 
