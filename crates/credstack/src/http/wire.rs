@@ -567,7 +567,8 @@ pub struct CreateDebit {
 pub struct BatchDebitItem {
     #[schema(pattern = "^wal_[0-9A-HJKMNP-TV-Z]{26}$")]
     pub wallet_id: String,
-    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
+    /// Checked per item, as a single debit's would be: a malformed amount
+    /// is that item's `{"status": 400, "error"}`, not a refusal of the batch.
     pub amount: String,
     /// Required: each item is applied at most once.
     #[schema(pattern = "^[\\x21-\\x7e]{1,255}$")]
