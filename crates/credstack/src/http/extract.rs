@@ -65,7 +65,52 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 format!("the body is not valid JSON: {error}"),
             )
         })?;
+        if let Some(param) = positional_struct(text) {
+            return Err(ApiError::invalid(
+                param.clone(),
+                format!("{param} must be a JSON object, not an array"),
+            ));
+        }
         Ok(JsonBody { value, raw })
+    }
+}
+
+/// The fields whose value is a JSON array in some request type.
+const LIST_FIELDS: [&str; 2] = ["debits", "customer_ids"];
+
+/// Fix: serde reads a struct from a JSON array too, by field order, so
+/// `PATCH /v1/credit_systems/{id}` with `["x", "inactive"]` renamed and
+/// deactivated the system, and `[null, null]` answered 200. A decoded body
+/// is checked for an array anywhere but under a list field; the path of the
+/// first one is returned (`body` for the body itself).
+fn positional_struct(text: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(text).ok()?;
+    array_outside_lists(&value, "", false).map(|path| {
+        if path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        }
+    })
+}
+
+fn array_outside_lists(value: &serde_json::Value, path: &str, list: bool) -> Option<String> {
+    match value {
+        serde_json::Value::Array(items) if list => {
+            items.iter().enumerate().find_map(|(index, item)| {
+                array_outside_lists(item, &format!("{path}[{index}]"), false)
+            })
+        }
+        serde_json::Value::Array(_) => Some(path.to_string()),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, field)| {
+            let path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            array_outside_lists(field, &path, LIST_FIELDS.contains(&name.as_str()))
+        }),
+        _ => None,
     }
 }
 

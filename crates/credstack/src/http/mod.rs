@@ -5,6 +5,7 @@
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod openapi;
 pub mod promotions;
 pub mod routes;
 pub mod wire;
@@ -18,6 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use error::ApiError;
+use openapi::CommonResponses;
 use promotions::*;
 use routes::*;
 use utoipa::OpenApi;
@@ -131,7 +133,7 @@ async fn method_not_allowed() -> Response {
         create_api_key, list_api_keys, delete_api_key,
         test_clock, advance_test_clock,
     ),
-    modifiers(&Security)
+    modifiers(&Security, &CommonResponses)
 )]
 pub struct ApiDoc;
 

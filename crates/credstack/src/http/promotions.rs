@@ -86,8 +86,8 @@ pub async fn create_promotional_credit(
 }
 
 #[utoipa::path(get, path = "/v1/promotional_credits",
-    params(("status" = Option<String>, Query, description = "scheduled, active or ended"),
-           ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+    params(("status" = Option<String>, Query, pattern = "^(scheduled|active|ended)$", description = "scheduled, active or ended"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)),
     responses((status = 200, body = List<PromotionalCreditWire>), (status = 400, body = ErrorBody)))]
 pub async fn list_promotional_credits(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
     let paging = query.paging(Kind::PromotionalCredit)?;
@@ -300,9 +300,9 @@ pub async fn revoke_promotional_credit(
 }
 
 #[utoipa::path(get, path = "/v1/promotional_credits/{id}/customers",
-    params(("status" = Option<String>, Query, description = "granted, revoked or expired"),
+    params(("status" = Option<String>, Query, pattern = "^(granted|revoked|expired)$", description = "granted, revoked or expired"),
            ("q" = Option<String>, Query, description = "searches name, email and external_id, case-insensitive"),
-           ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query, description = "a customer id")),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query, description = "a customer id")),
     responses((status = 200, body = List<PromotionCustomerWire>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_promotion_customers(
     State(ledger): State<Ledger>,

@@ -91,7 +91,7 @@ pub async fn create_credit_system(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/credit_systems", params(("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+#[utoipa::path(get, path = "/v1/credit_systems", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)),
     responses((status = 200, body = List<CreditSystemWire>)))]
 pub async fn list_credit_systems(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
     let paging = query.paging(Kind::CreditSystem)?;
@@ -166,7 +166,7 @@ pub async fn create_customer(
 
 #[utoipa::path(get, path = "/v1/customers",
     params(("q" = Option<String>, Query, description = "searches name, email and external_id, case-insensitive"),
-           ("external_id" = Option<String>, Query), ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+           ("external_id" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)),
     responses((status = 200, body = List<CustomerWire>)))]
 pub async fn list_customers(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
     let paging = query.paging(Kind::Customer)?;
@@ -242,7 +242,7 @@ pub async fn create_wallet(
 
 #[utoipa::path(get, path = "/v1/wallets",
     params(("customer_id" = Option<String>, Query), ("credit_system_id" = Option<String>, Query),
-           ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)),
     responses((status = 200, body = List<WalletWire>), (status = 400, body = ErrorBody)))]
 pub async fn list_wallets(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
     let paging = query.paging(Kind::Wallet)?;
@@ -384,8 +384,8 @@ pub async fn create_grant(
 }
 
 #[utoipa::path(get, path = "/v1/wallets/{id}/grants",
-    params(("status" = Option<String>, Query, description = "scheduled, active, depleted, expired or voided"),
-           ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+    params(("status" = Option<String>, Query, pattern = "^(scheduled|active|depleted|expired|voided)$", description = "scheduled, active, depleted, expired or voided"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)),
     responses((status = 200, body = List<GrantWire>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_grants(
     State(ledger): State<Ledger>,
@@ -489,7 +489,7 @@ pub async fn create_debit(
 }
 
 #[utoipa::path(get, path = "/v1/wallets/{id}/debits",
-    params(("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)),
     responses((status = 200, body = List<DebitWire>), (status = 404, body = ErrorBody)))]
 pub async fn list_debits(
     State(ledger): State<Ledger>,
@@ -656,8 +656,8 @@ pub async fn release_hold(
 // ---- entries ------------------------------------------------------------------
 
 #[utoipa::path(get, path = "/v1/wallets/{id}/entries",
-    params(("order" = Option<String>, Query, description = "asc or desc (default)"),
-           ("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)),
+    params(("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "asc or desc (default)"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)),
     responses((status = 200, body = List<EntryWire>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_entries(
     State(ledger): State<Ledger>,
@@ -719,7 +719,7 @@ pub async fn create_api_key(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/api_keys", params(("limit" = Option<u32>, Query), ("starting_after" = Option<String>, Query)), responses((status = 200, body = List<ApiKeyWire>)))]
+#[utoipa::path(get, path = "/v1/api_keys", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"), ("starting_after" = Option<String>, Query)), responses((status = 200, body = List<ApiKeyWire>)))]
 pub async fn list_api_keys(State(ledger): State<Ledger>, query: QueryMap) -> Answer {
     let paging = query.paging(Kind::ApiKey)?;
     let page = ledger

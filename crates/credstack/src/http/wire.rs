@@ -106,12 +106,16 @@ impl From<&CreditSystem> for CreditSystemWire {
 #[serde(deny_unknown_fields)]
 pub struct CreateCreditSystem {
     /// Unique slug: a-z, 0-9, `_` and `-`, at most 64 characters.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub key: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     /// Unit label such as `tokens`, `credits` or `USD`.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub unit: String,
     /// Decimal places, 0 to 6. Default 0.
     #[serde(default)]
+    #[schema(maximum = 6)]
     pub scale: u8,
 }
 
@@ -120,6 +124,7 @@ pub struct CreateCreditSystem {
 pub struct UpdateCreditSystem {
     pub name: Option<String>,
     /// `active` or `inactive`.
+    #[schema(pattern = "^(active|inactive)$")]
     pub status: Option<String>,
 }
 
@@ -154,6 +159,7 @@ impl From<&Customer> for CustomerWire {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     pub email: Option<String>,
     /// The integrator's own key for this customer; unique.
@@ -219,15 +225,19 @@ impl From<&WalletView> for WalletWire {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWallet {
+    #[schema(pattern = "^cus_[0-9A-HJKMNP-TV-Z]{26}$")]
     pub customer_id: String,
+    #[schema(pattern = "^cs_[0-9A-HJKMNP-TV-Z]{26}$")]
     pub credit_system_id: String,
     /// How far below zero the wallet may go. Default `"0"`.
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub overdraft_limit: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWallet {
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub overdraft_limit: String,
 }
 
@@ -329,9 +339,11 @@ impl From<&WalletView> for BalanceWire {
 #[serde(deny_unknown_fields)]
 pub struct Recurrence {
     /// `day`, `week`, `month` or `year`.
+    #[schema(pattern = "^(day|week|month|year)$")]
     pub interval: String,
     /// Default 1; at most 1000.
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub interval_count: u32,
 }
 
@@ -453,16 +465,20 @@ impl From<&GrantRecord> for GrantWire {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGrant {
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub amount: String,
     /// `promotional`, `bundled` or `paid`.
+    #[schema(pattern = "^(promotional|bundled|paid)$")]
     pub purpose: String,
     /// 0 to 100, lower is drawn first. Default by purpose: 10, 20, 30.
+    #[schema(maximum = 100)]
     pub priority: Option<u8>,
     /// Default now; never in the past.
     pub effective_at: Option<chrono::DateTime<chrono::Utc>>,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub recurrence: Option<Recurrence>,
     /// Most that carries into the next cycle. Default `"0"`.
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub rollover_max: Option<String>,
     pub description: Option<String>,
     #[serde(default)]
@@ -539,6 +555,7 @@ impl From<&DebitRecord> for DebitWire {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDebit {
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub amount: String,
     pub description: Option<String>,
     #[serde(default)]
@@ -548,9 +565,13 @@ pub struct CreateDebit {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchDebitItem {
+    #[schema(pattern = "^wal_[0-9A-HJKMNP-TV-Z]{26}$")]
     pub wallet_id: String,
+    /// Checked per item, as a single debit's would be: a malformed amount
+    /// is that item's `{"status": 400, "error"}`, not a refusal of the batch.
     pub amount: String,
     /// Required: each item is applied at most once.
+    #[schema(pattern = "^[\\x21-\\x7e]{1,255}$")]
     pub idempotency_key: String,
     pub description: Option<String>,
 }
@@ -559,6 +580,7 @@ pub struct BatchDebitItem {
 #[serde(deny_unknown_fields)]
 pub struct BatchDebits {
     /// At most 1000 items.
+    #[schema(min_items = 1, max_items = 1000)]
     pub debits: Vec<BatchDebitItem>,
 }
 
@@ -617,14 +639,17 @@ impl From<&HoldRecord> for HoldWire {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHold {
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub amount: String,
     /// Default 600; 1 to 86400.
+    #[schema(minimum = 1, maximum = 86400)]
     pub expires_in_seconds: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureHold {
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub amount: String,
 }
 
@@ -699,8 +724,10 @@ impl ApiKeyWire {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     /// `admin`, `usage` or `read`.
+    #[schema(pattern = "^(admin|usage|read)$")]
     pub scope: String,
 }
 
@@ -735,8 +762,10 @@ pub struct Health {
 #[serde(deny_unknown_fields)]
 pub struct AccessPeriod {
     /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub duration_value: u32,
     /// `day`, `week`, `month` or `year`.
+    #[schema(pattern = "^(day|week|month|year)$")]
     pub duration_unit: String,
 }
 
@@ -800,18 +829,22 @@ impl From<&crate::engine::PromotionView> for PromotionalCreditWire {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePromotionalCredit {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     pub description: Option<String>,
     /// An active credit system.
+    #[schema(pattern = "^cs_[0-9A-HJKMNP-TV-Z]{26}$")]
     pub credit_system_id: String,
     /// Null or absent: starts immediately. Never in the past.
     pub starts_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Null or absent: never ends.
     pub ends_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Credits per reset cycle; positive.
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub quantity: String,
     /// `never` (default), `day`, `week`, `month` or `year`.
     #[serde(default = "never")]
+    #[schema(pattern = "^(never|day|week|month|year)$")]
     pub reset_interval: String,
     /// Null or absent: forever.
     pub access_period: Option<AccessPeriod>,
@@ -884,6 +917,7 @@ impl From<&Assignment> for AssignmentWire {
 #[serde(deny_unknown_fields)]
 pub struct PromotionCustomers {
     /// Up to 1000 customer ids. Give this or `all_customers`.
+    #[schema(min_items = 1, max_items = 1000)]
     pub customer_ids: Option<Vec<String>>,
     /// Every customer with a wallet in the credit system (grant), or every
     /// customer granted (revoke).
