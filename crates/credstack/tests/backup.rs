@@ -7,27 +7,12 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, run_cli as run};
 use credstack::ledger::{Backend, open_store};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-fn run(args: &[&str]) -> (i32, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_credstack"))
-        .args(args)
-        .env_remove("CREDSTACK_DATA")
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run credstack");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 temp path")

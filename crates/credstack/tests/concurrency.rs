@@ -5,7 +5,9 @@
 //! acknowledged operations in commit order through `credstack-core`'s own
 //! wallet model, every acknowledged answer (allocations, reservations,
 //! `balance_after`) is the one the replay gives at that point, and `verify`
-//! finds rule 16 intact, so no wallet ever spent what it did not have.
+//! finds rule 16 intact, so no wallet ever spent what it did not have. Every
+//! refusal (402) must be one the model also gives at some moment of its
+//! real-time window in that order.
 //!
 //! Commit order: the single writer gives every debit, hold and grant an id
 //! from one monotonic generator as it applies them, so ids order them.
@@ -21,8 +23,7 @@ mod common;
 use common::Server;
 use credstack::ids::{self, Kind};
 use credstack_core::{
-    Allocation, Amount, Changes, DebitId, GrantId, GrantTerms, HoldId, Instant, Purpose,
-    Reservation, Wallet,
+    Amount, Changes, DebitId, GrantId, GrantTerms, HoldId, Instant, Purpose, Wallet,
 };
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -337,25 +338,15 @@ fn allocations(value: &Value) -> Vec<(Option<String>, i64)> {
         .collect()
 }
 
-fn model_allocations(parts: &[Allocation]) -> Vec<(Option<String>, i64)> {
+/// A debit's allocations or a hold's reservations, as the wire shows them.
+fn model_parts(
+    parts: impl Iterator<Item = (Option<GrantId>, Amount)>,
+) -> Vec<(Option<String>, i64)> {
     parts
-        .iter()
-        .map(|a| {
+        .map(|(grant, amount)| {
             (
-                a.grant.map(|g| ids::format(Kind::Grant, g.0)),
-                a.amount.atomic(),
-            )
-        })
-        .collect()
-}
-
-fn model_reservations(parts: &[Reservation]) -> Vec<(Option<String>, i64)> {
-    parts
-        .iter()
-        .map(|a| {
-            (
-                a.grant.map(|g| ids::format(Kind::Grant, g.0)),
-                a.amount.atomic(),
+                grant.map(|g| ids::format(Kind::Grant, g.0)),
+                amount.atomic(),
             )
         })
         .collect()
@@ -381,7 +372,10 @@ fn apply(
                 allocations(&answer["allocations"]),
                 units(&answer["balance_after"]),
             );
-            let replayed = (model_allocations(&parts), wallet.balance.atomic());
+            let replayed = (
+                model_parts(parts.iter().map(|a| (a.grant, a.amount))),
+                wallet.balance.atomic(),
+            );
             if observed != replayed {
                 return Err(format!(
                     "debit answered {observed:?}, replay gives {replayed:?}"
@@ -404,7 +398,14 @@ fn apply(
                 )
                 .map_err(|r| format!("hold refused in the replay: {}", r.code()))?;
             let observed = allocations(&answer["reservations"]);
-            let replayed = model_reservations(&wallet.hold(id).unwrap().reservations);
+            let replayed = model_parts(
+                wallet
+                    .hold(id)
+                    .unwrap()
+                    .reservations
+                    .iter()
+                    .map(|r| (r.grant, r.amount)),
+            );
             if observed != replayed {
                 return Err(format!(
                     "hold answered {observed:?}, replay gives {replayed:?}"
@@ -430,7 +431,10 @@ fn apply(
                 allocations(&answer["allocations"]),
                 units(&answer["balance_after"]),
             );
-            let replayed = (model_allocations(&parts), wallet.balance.atomic());
+            let replayed = (
+                model_parts(parts.iter().map(|a| (a.grant, a.amount))),
+                wallet.balance.atomic(),
+            );
             if observed != replayed {
                 return Err(format!(
                     "capture answered {observed:?}, replay gives {replayed:?}"

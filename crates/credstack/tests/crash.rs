@@ -520,7 +520,9 @@ async fn acknowledged_writes_survive_sigkill_exactly_once() {
 
     // The store itself: every invariant, sequence and hash.
     server.kill();
-    let (code, report) = verify(&store);
+    let mut verify = vec!["verify"];
+    verify.extend(store.iter().map(String::as_str));
+    let (code, report) = common::run_cli(&verify);
     assert_eq!(code, 0, "{report}");
     println!(
         "crash test: {} kills in {:.1}s; {} calls acknowledged ({} after a lost answer), {checked} debits checked, {replayed} keys replayed; verify: {}",
@@ -530,22 +532,6 @@ async fn acknowledged_writes_survive_sigkill_exactly_once() {
         log.retried,
         report.lines().next().unwrap_or_default()
     );
-}
-
-fn verify(store: &[String]) -> (i32, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_credstack"))
-        .arg("verify")
-        .args(store)
-        .env_remove("CREDSTACK_DATA")
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run credstack verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
 }
 
 async fn all_entries(h: &Harness, wallet: &str) -> Vec<Value> {

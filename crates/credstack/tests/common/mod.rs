@@ -595,6 +595,23 @@ pub fn assert_error(response: &Response, status: u16, code: &str, param: Option<
 
 // ---- the store behind the server, for the integrity suites ------------------------
 
+/// Runs the `credstack` binary with these arguments (no store from the
+/// environment); its exit code and everything it printed.
+pub fn run_cli(args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_credstack"))
+        .args(args)
+        .env_remove("CREDSTACK_DATA")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run credstack");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
 impl Server {
     /// The CLI's arguments naming this server's store.
     pub fn store_args(&self) -> Vec<String> {
@@ -610,20 +627,11 @@ impl Server {
     /// Runs `credstack <command> <store args> <extra>`; its exit code and
     /// everything it printed.
     pub fn cli(&self, command: &str, extra: &[&str]) -> (i32, String) {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_credstack"))
-            .arg(command)
-            .args(self.store_args())
-            .args(extra)
-            .env_remove("CREDSTACK_DATA")
-            .env_remove("DATABASE_URL")
-            .output()
-            .expect("run credstack");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.code().unwrap_or(-1), text)
+        let store = self.store_args();
+        let mut args = vec![command];
+        args.extend(store.iter().map(String::as_str));
+        args.extend(extra);
+        run_cli(&args)
     }
 
     /// Runs one SQL statement straight on the store, behind the ledger's
