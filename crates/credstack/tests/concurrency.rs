@@ -23,7 +23,7 @@ mod common;
 use common::Server;
 use credstack::ids::{self, Kind};
 use credstack_core::{
-    Amount, Changes, DebitId, GrantId, GrantTerms, HoldId, Instant, Purpose, Wallet,
+    Allocation, Amount, Changes, DebitId, GrantId, GrantTerms, HoldId, Instant, Purpose, Wallet,
 };
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -338,6 +338,30 @@ fn allocations(value: &Value) -> Vec<(Option<String>, i64)> {
         .collect()
 }
 
+/// Whether a debit's answer shows the allocations and `balance_after` the
+/// model gave it.
+fn same_debit(
+    what: &str,
+    answer: &Value,
+    parts: &[Allocation],
+    wallet: &Wallet,
+) -> Result<(), String> {
+    let observed = (
+        allocations(&answer["allocations"]),
+        units(&answer["balance_after"]),
+    );
+    let replayed = (
+        model_parts(parts.iter().map(|a| (a.grant, a.amount))),
+        wallet.balance.atomic(),
+    );
+    if observed != replayed {
+        return Err(format!(
+            "{what} answered {observed:?}, replay gives {replayed:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// A debit's allocations or a hold's reservations, as the wire shows them.
 fn model_parts(
     parts: impl Iterator<Item = (Option<GrantId>, Amount)>,
@@ -368,19 +392,7 @@ fn apply(
             let parts = wallet
                 .debit(id, Amount::from_atomic(*amount), now, &mut changes)
                 .map_err(|r| format!("debit refused in the replay: {}", r.code()))?;
-            let observed = (
-                allocations(&answer["allocations"]),
-                units(&answer["balance_after"]),
-            );
-            let replayed = (
-                model_parts(parts.iter().map(|a| (a.grant, a.amount))),
-                wallet.balance.atomic(),
-            );
-            if observed != replayed {
-                return Err(format!(
-                    "debit answered {observed:?}, replay gives {replayed:?}"
-                ));
-            }
+            same_debit("debit", answer, &parts, &wallet)?;
         }
         Op::Hold { amount, answer } => {
             let id = HoldId(parse(Kind::Hold, &answer["id"]));
@@ -426,20 +438,7 @@ fn apply(
                     &mut changes,
                 )
                 .map_err(|r| format!("capture refused in the replay: {}", r.code()))?;
-            let answer = &debits[debit];
-            let observed = (
-                allocations(&answer["allocations"]),
-                units(&answer["balance_after"]),
-            );
-            let replayed = (
-                model_parts(parts.iter().map(|a| (a.grant, a.amount))),
-                wallet.balance.atomic(),
-            );
-            if observed != replayed {
-                return Err(format!(
-                    "capture answered {observed:?}, replay gives {replayed:?}"
-                ));
-            }
+            same_debit("capture", &debits[debit], &parts, &wallet)?;
         }
         Op::Release { hold } => wallet
             .release(HoldId(*hold), now, &mut changes)
