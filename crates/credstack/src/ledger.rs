@@ -9,6 +9,7 @@ use crate::clock::{AdvanceError, Clock};
 use crate::engine::{BulkClaim, Engine, Idempotency, Outcome, Render, Reply, Request, RunStep};
 use crate::error::{Error, Result};
 use crate::ids::Generator;
+use crate::metrics::Metrics;
 use crate::records::{ApiKey, Scope};
 use crate::store::{self, Store, StoreResult};
 use credstack_core::Instant;
@@ -45,6 +46,7 @@ struct Inner {
     /// When a missed key last reloaded `api_keys`.
     keys_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     render: Render,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Inner {
@@ -100,12 +102,14 @@ impl Ledger {
                 .map_err(|_| "opening the store panicked".to_string())?
         })?;
         let clock = Arc::new(config.clock);
+        let metrics = Arc::new(Metrics::default());
         let (engine, _writer) = Engine::start(
             store,
             connect,
             clock.clone(),
             Arc::new(Generator::default()),
             config.render,
+            metrics.clone(),
         );
         Ok(Ledger {
             inner: Arc::new(Inner {
@@ -115,8 +119,14 @@ impl Ledger {
                 api_keys: RwLock::new(api_keys),
                 keys_reloaded: std::sync::Mutex::new(None),
                 render: config.render,
+                metrics,
             }),
         })
+    }
+
+    /// The ledger's metrics (`/v1/metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn clock(&self) -> &Clock {

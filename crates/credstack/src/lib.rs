@@ -16,6 +16,7 @@ pub mod history;
 pub mod http;
 pub mod ids;
 pub mod ledger;
+pub mod metrics;
 pub mod records;
 pub mod server;
 pub mod store;

@@ -56,6 +56,7 @@ const MATRIX: &[(&str, &str, Scope)] = &[
     ("DELETE", "/v1/api_keys/{id}", Scope::Admin),
     ("GET", "/v1/test_clock", Scope::Read),
     ("POST", "/v1/test_clock/advance", Scope::Admin),
+    ("GET", "/v1/metrics", Scope::Read),
     // Served but not a path of the document it serves.
     ("GET", "/v1/openapi.json", Scope::Read),
 ];

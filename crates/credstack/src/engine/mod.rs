@@ -17,6 +17,7 @@ mod promotions;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{self, Generator, Kind};
+use crate::metrics::Metrics;
 use crate::records::*;
 use crate::store::{Store, StoreError, StoreResult};
 use credstack_core::{
@@ -271,6 +272,7 @@ impl Engine {
         clock: Arc<Clock>,
         ids: Arc<Generator>,
         render: Render,
+        metrics: Arc<Metrics>,
     ) -> (Engine, std::thread::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(QUEUE_MAX);
         let writer = Writer {
@@ -280,6 +282,7 @@ impl Engine {
             clock,
             ids,
             render,
+            metrics,
             wallets: HashMap::new(),
             locked: HashMap::new(),
             touched: HashMap::new(),
@@ -361,6 +364,7 @@ struct Writer {
     clock: Arc<Clock>,
     ids: Arc<Generator>,
     render: Render,
+    metrics: Arc<Metrics>,
     /// Wallets the writer has touched: committed state plus the batch in
     /// flight. An entry is trusted only once its row is locked in the
     /// batch's transaction and its version matches (see `lock`).
@@ -392,16 +396,35 @@ impl Writer {
             }
             let replies = self.run_batch(&batch);
             for (envelope, reply) in batch.drain(..).zip(replies) {
+                self.count(&envelope.request, &reply);
                 let _ = envelope.reply.send(reply);
             }
         }
         tracing::info!("writer stopped: every acknowledged write is committed");
     }
 
+    /// Counts a debit's answer (single, batch items, hold captures).
+    fn count(&self, request: &Request, reply: &Reply) {
+        match (request, reply) {
+            (Request::Debit(_) | Request::CaptureHold { .. }, reply) => self.metrics.debit(reply),
+            (Request::DebitBatch(_), Reply::Fresh(Ok(Outcome::DebitBatch(items)))) => {
+                items.iter().for_each(|item| self.metrics.debit(item));
+            }
+            (Request::DebitBatch(items), reply) => {
+                items.iter().for_each(|_| self.metrics.debit(reply));
+            }
+            _ => {}
+        }
+    }
+
     fn run_batch(&mut self, batch: &[Envelope]) -> Vec<Reply> {
+        let started = std::time::Instant::now();
         for attempt in 1..=BATCH_ATTEMPTS_MAX {
             match self.try_batch(batch) {
-                Ok(replies) => return replies,
+                Ok(replies) => {
+                    self.metrics.commit(batch.len(), started.elapsed());
+                    return replies;
+                }
                 Err(failure) => {
                     self.forget_batch();
                     if failure.retryable && attempt < BATCH_ATTEMPTS_MAX {

@@ -29,6 +29,7 @@ use utoipa::OpenApi;
 pub fn app(ledger: Ledger, limits: &limits::Limits) -> Router {
     let v1 = Router::new()
         .route("/v1/openapi.json", get(openapi_json))
+        .route("/v1/metrics", get(metrics))
         .route(
             "/v1/credit_systems",
             post(create_credit_system).get(list_credit_systems),
@@ -101,6 +102,10 @@ pub fn app(ledger: Ledger, limits: &limits::Limits) -> Router {
         .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            ledger.clone(),
+            observe,
+        ))
         .with_state(ledger)
         .layer(axum::middleware::from_fn_with_state(
             limits.request_time_max,
@@ -131,7 +136,7 @@ async fn method_not_allowed() -> Response {
         update_promotional_credit, delete_promotional_credit, grant_promotional_credit,
         revoke_promotional_credit, list_promotion_customers,
         create_api_key, list_api_keys, delete_api_key,
-        test_clock, advance_test_clock,
+        test_clock, advance_test_clock, metrics,
     ),
     modifiers(&Security, &CommonResponses)
 )]

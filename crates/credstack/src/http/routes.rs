@@ -31,6 +31,43 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
+/// The Prometheus (OpenMetrics) content type of `/v1/metrics`.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the service has done since it started: debits by outcome, HTTP
+/// requests and latency by route, writer commits. Any key may read it.
+#[utoipa::path(get, path = "/v1/metrics", responses((status = 200,
+    description = "Every metric in the OpenMetrics text format, for a Prometheus scrape with a bearer key",
+    content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+pub async fn metrics(State(ledger): State<Ledger>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        ledger.metrics().render(),
+    )
+        .into_response()
+}
+
+/// Counts every request by method, matched route and status, with its
+/// latency (`/v1/metrics`).
+pub async fn observe(
+    State(ledger): State<Ledger>,
+    route: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = route.map_or_else(|| "unmatched".to_string(), |r| r.as_str().to_string());
+    let response = next.run(request).await;
+    ledger.metrics().request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
 #[utoipa::path(get, path = "/v1/test_clock", responses((status = 200, body = TestClockWire), (status = 404, body = ErrorBody)))]
 pub async fn test_clock(State(ledger): State<Ledger>) -> Answer {
     if !ledger.clock().is_simulated() {

@@ -1,0 +1,139 @@
+//! What `/v1/metrics` reports, in the Prometheus text format: debits by
+//! outcome, HTTP requests and their latency by route, and the writer's
+//! commits (requests per commit, time per commit). One registry per
+//! `Ledger`, so servers in one process (the tests) count apart.
+
+use crate::engine::Reply;
+use crate::error::Error;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `applied`, `replayed` (an idempotency key answered it), `refused`
+    /// (402), `invalid` (another 4xx) or `failed` (503).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The matched route (`/v1/wallets/{id}/debits`), never the raw path,
+    /// so ids do not multiply the series.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    debits: Family<OutcomeLabels, Counter>,
+    commit_requests: Histogram,
+    commit_seconds: Histogram,
+    http_requests: Family<RequestLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("credstack");
+        let debits = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "debits",
+            "Debits (single, batch items and hold captures) by outcome",
+            debits.clone(),
+        );
+        let commit_requests = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "commit_requests",
+            "Requests applied per writer commit (one durable write each)",
+            commit_requests.clone(),
+        );
+        let commit_seconds = latency_histogram();
+        registry.register(
+            "commit_duration_seconds",
+            "Time from a writer batch's start to its durable commit",
+            commit_seconds.clone(),
+        );
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        let http_seconds =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route, until the response is ready",
+            http_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            debits,
+            commit_requests,
+            commit_seconds,
+            http_requests,
+            http_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// Every metric in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// One writer commit of `requests` requests that took `took`.
+    pub fn commit(&self, requests: usize, took: Duration) {
+        self.commit_requests.observe(requests as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A debit's answer, counted by outcome.
+    pub fn debit(&self, reply: &Reply) {
+        let outcome = match reply {
+            Reply::Replayed(_) => "replayed",
+            Reply::Fresh(Ok(_)) => "applied",
+            Reply::Fresh(Err(Error::InsufficientBalance { .. })) => "refused",
+            Reply::Fresh(Err(Error::Unavailable | Error::Contended)) => "failed",
+            Reply::Fresh(Err(_)) => "invalid",
+        };
+        self.debits.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// One HTTP request answered with `status` after `took`.
+    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let (method, route) = (method.to_string(), route.to_string());
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                method: method.clone(),
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.http_seconds
+            .get_or_create(&RouteLabels { method, route })
+            .observe(took.as_secs_f64());
+    }
+}

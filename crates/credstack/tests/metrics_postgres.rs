@@ -1,0 +1,4 @@
+//! `metrics.rs` again, on PostgreSQL.
+
+#[path = "metrics.rs"]
+mod suite;
