@@ -34,8 +34,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     ledger.spawn_background();
-    let app =
-        crate::http::app(ledger, &limits).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = crate::http::app(ledger, &limits);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -102,15 +102,12 @@ pub fn app(ledger: Ledger, limits: &limits::Limits) -> Router {
         .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            ledger.clone(),
-            observe,
-        ))
-        .with_state(ledger)
+        .with_state(ledger.clone())
         .layer(axum::middleware::from_fn_with_state(
             limits.request_time_max,
             limits::limit_request,
         ))
+        .layer(axum::middleware::from_fn_with_state(ledger, observe))
 }
 
 async fn method_not_allowed() -> Response {

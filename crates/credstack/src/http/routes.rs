@@ -47,26 +47,52 @@ pub async fn metrics(State(ledger): State<Ledger>) -> Response {
         .into_response()
 }
 
-/// Counts every request by method, matched route and status, with its
-/// latency (`/v1/metrics`).
+/// Every request, in a span carrying its request id: the caller's
+/// `X-Request-Id` when it is a plain token (1–64 of `A-Za-z0-9._-`), else a
+/// new `req_<ULID>`; sent back as `X-Request-Id`. Counts the request by
+/// method, matched route and status, with its latency (`/v1/metrics`), and
+/// logs it at debug level: method, route pattern, status and time — never
+/// the query string or a header, which may carry customer data or a key.
 pub async fn observe(
     State(ledger): State<Ledger>,
     route: Option<axum::extract::MatchedPath>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use tracing::Instrument;
     let started = std::time::Instant::now();
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map(str::to_string);
+    let request_id = given.unwrap_or_else(|| format!("req_{}", ulid::Ulid::generate()));
+    let header_value =
+        axum::http::HeaderValue::from_str(&request_id).expect("a plain token is a header value");
+    request
+        .headers_mut()
+        .insert(REQUEST_ID, header_value.clone());
     let method = request.method().to_string();
     let route = route.map_or_else(|| "unmatched".to_string(), |r| r.as_str().to_string());
-    let response = next.run(request).await;
-    ledger.metrics().request(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    ledger.metrics().request(&method, &route, status, took);
+    span.in_scope(|| tracing::debug!(status, micros = took.as_micros() as u64, "answered"));
+    response.headers_mut().insert(REQUEST_ID, header_value);
     response
 }
+
+/// The header that carries a request's id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
 
 #[utoipa::path(get, path = "/v1/test_clock", responses((status = 200, body = TestClockWire), (status = 404, body = ErrorBody)))]
 pub async fn test_clock(State(ledger): State<Ledger>) -> Answer {
