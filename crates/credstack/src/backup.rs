@@ -20,7 +20,13 @@ pub struct Backup {
     pub verified: Report,
 }
 
-pub fn backup(data_dir: &Path, out: &Path) -> Result<Backup, String> {
+/// Backs the store up to `out`, then verifies the copy, calling
+/// `progress(wallets checked, wallets in all)` as it goes.
+pub fn backup(
+    data_dir: &Path,
+    out: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Backup, String> {
     let source = database_path(data_dir);
     if !source.is_file() {
         return Err(format!("no credstack store at {}", source.display()));
@@ -43,7 +49,7 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<Backup, String> {
         .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
     drop(connection);
     put_in_place(&partial, out)?;
-    let verified = verify_file(out)?;
+    let verified = verify_file(out, progress)?;
     if !verified.is_clean() {
         return Err(format!(
             "the backup at {} does not verify:\n{verified}",
@@ -81,10 +87,11 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<PathBuf, String> {
     Ok(target)
 }
 
-fn verify_file(path: &Path) -> Result<Report, String> {
+fn verify_file(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Report, String> {
     let mut connection =
         sqlite::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    verify::verify(&mut connection).map_err(|e| format!("cannot verify {}: {e}", path.display()))
+    verify::verify_with_progress(&mut connection, progress)
+        .map_err(|e| format!("cannot verify {}: {e}", path.display()))
 }
 
 /// Flushes `partial` to disk and renames it to `path`, then flushes the

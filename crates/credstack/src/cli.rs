@@ -158,7 +158,13 @@ fn verify(args: StoreArgs) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match crate::verify::verify(&mut *store) {
+    let bar = progress_bar("verifying");
+    let checked = crate::verify::verify_with_progress(&mut *store, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    match checked {
         Ok(report) => {
             print!("{report}");
             if report.is_clean() {
@@ -174,6 +180,21 @@ fn verify(args: StoreArgs) -> std::process::ExitCode {
     }
 }
 
+/// A progress bar on stderr for a long command; drawn only on a terminal,
+/// so scripts and logs see the report alone.
+fn progress_bar(what: &'static str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {wide_bar} {pos}/{len} wallets, {per_sec}, {eta} left",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_message(what);
+    bar
+}
+
 fn backup(args: BackupArgs) -> std::process::ExitCode {
     if args.store.database_url.is_some() {
         eprintln!(
@@ -182,7 +203,13 @@ fn backup(args: BackupArgs) -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(2);
     }
-    match crate::backup::backup(&args.store.data, &args.out) {
+    let bar = progress_bar("verifying the backup");
+    let backed_up = crate::backup::backup(&args.store.data, &args.out, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    match backed_up {
         Ok(report) => {
             println!(
                 "backed up {} to {}",

@@ -76,8 +76,17 @@ impl std::fmt::Display for Report {
 /// `Err` is a store that could not be read at all (no connection); a row
 /// that cannot be decoded is a problem of its wallet, and the walk goes on.
 pub fn verify(store: &mut dyn Store) -> StoreResult<Report> {
+    verify_with_progress(store, &mut |_, _| {})
+}
+
+/// [`verify`], calling `progress(wallets checked, wallets in all)` as it
+/// goes (the CLI draws a progress bar with it).
+pub fn verify_with_progress(
+    store: &mut dyn Store,
+    progress: &mut dyn FnMut(u64, u64),
+) -> StoreResult<Report> {
     store.begin_snapshot()?;
-    let result = walk(store);
+    let result = walk(store, progress);
     let _ = store.rollback();
     result
 }
@@ -86,7 +95,8 @@ pub fn verify(store: &mut dyn Store) -> StoreResult<Report> {
 const PAGE: usize = 100;
 const ENTRY_PAGE: usize = 1000;
 
-fn walk(store: &mut dyn Store) -> StoreResult<Report> {
+fn walk(store: &mut dyn Store, progress: &mut dyn FnMut(u64, u64)) -> StoreResult<Report> {
+    let total = store.count_wallets(None)?;
     let mut report = Report::default();
     let mut heads: Vec<(u128, [u8; 32])> = Vec::new();
     let mut after = None;
@@ -110,6 +120,7 @@ fn walk(store: &mut dyn Store) -> StoreResult<Report> {
                     wallet: name.clone(),
                     what,
                 }));
+            progress(report.wallets, total);
         }
         if !page.has_more {
             break;

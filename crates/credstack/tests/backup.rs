@@ -172,3 +172,58 @@ fn verify_and_backup_refuse_a_missing_store() {
     assert!(!out.exists());
     assert!(!missing.exists(), "nothing created");
 }
+
+/// A long `verify` (and `backup`, which verifies its copy) draws a progress
+/// bar on a terminal, and nothing but its report otherwise. The terminal is
+/// a pseudo-terminal from util-linux's `script`.
+#[tokio::test]
+async fn verify_draws_progress_on_a_terminal_only() {
+    if common::ON_POSTGRES {
+        return;
+    }
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs util-linux's script"
+        );
+        println!("SKIP: no `script` to make a terminal");
+        return;
+    }
+    let server = Server::start().await;
+    let system = server.credit_system("tokens", 0).await;
+    for _ in 0..3 {
+        let wallet = server.wallet_in(&system).await;
+        server
+            .grant_ok(&wallet, json!({"amount": "5", "purpose": "paid"}))
+            .await;
+    }
+    let args = server.store_args();
+    let command = format!(
+        "{} verify {} {}",
+        env!("CARGO_BIN_EXE_credstack"),
+        args[0],
+        args[1]
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("CREDSTACK_DATA")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run script");
+    let on_terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{on_terminal}");
+    assert!(on_terminal.contains("verifying"), "{on_terminal}");
+    assert!(on_terminal.contains("3/3 wallets"), "{on_terminal}");
+    assert!(on_terminal.contains("OK: every balance"), "{on_terminal}");
+    let (code, piped) = server.cli("verify", &[]);
+    assert_eq!(code, 0, "{piped}");
+    assert!(
+        !piped.contains("/3 wallets"),
+        "no bar when not a terminal: {piped}"
+    );
+    assert!(piped.starts_with("checked 3 wallets"), "{piped}");
+}

@@ -477,8 +477,9 @@ fn wallets_load_update_and_come_due(store: &mut dyn Store) {
             .items
             .is_empty()
     );
-    assert_eq!(store.count_wallets(cs.id).unwrap(), 2);
-    assert_eq!(store.count_wallets(id(99)).unwrap(), 0);
+    assert_eq!(store.count_wallets(Some(cs.id)).unwrap(), 2);
+    assert_eq!(store.count_wallets(Some(id(99))).unwrap(), 0);
+    assert_eq!(store.count_wallets(None).unwrap(), 2);
     assert_eq!(
         store.customers_with_wallets(cs.id, None, 10).unwrap(),
         vec![cus.id, other_customer.id]

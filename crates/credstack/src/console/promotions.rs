@@ -783,7 +783,7 @@ async fn start_job(ledger: &Ledger, id: u128, action: &'static str, back: String
     };
     let cs = promotion.credit_system_id;
     let total = match action {
-        "grant" => ledger.read(move |c| c.count_wallets(cs)).await,
+        "grant" => ledger.read(move |c| c.count_wallets(Some(cs))).await,
         _ => {
             ledger
                 .read(move |c| c.promotion_counts(id, Utc::now()).map(|(g, _)| g))

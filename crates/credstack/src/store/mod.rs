@@ -192,7 +192,8 @@ store_api! {
     fn session(&mut self, token_hash: &[u8; 32], now: Instant) -> Option<ConsoleSession>;
     fn delete_session(&mut self, token_hash: &[u8; 32]) -> ();
     fn purge_sessions(&mut self, expired_by: Instant) -> usize;
-    fn count_wallets(&mut self, credit_system_id: u128) -> u64;
+    /// The wallets in this credit system, or in all of them (`None`).
+    fn count_wallets(&mut self, credit_system_id: Option<u128>) -> u64;
     fn promotion_has_customers(&mut self, promotion_id: u128) -> bool;
     fn entries_with_purpose(&mut self, wallet_id: u128, limit: usize) -> Option<PurposeLedger>;
     fn entry_in_wallet(&mut self, wallet_id: u128, entry_id: u128) -> bool;
