@@ -376,6 +376,27 @@ fn body_of(method: &str, template: &str, f: &Fixtures) -> Option<Value> {
 }
 
 /// Everything a request could change, read with the admin key.
+/// `method template` with the fixtures' ids and body, as `key`; the path
+/// sent and the answer.
+async fn call(
+    server: &Server,
+    key: &str,
+    method: &str,
+    template: &str,
+    f: &Fixtures,
+) -> (String, common::Response) {
+    let path = path_of(method, template, f);
+    let response = server
+        .send_as(
+            Some(key),
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            &path,
+            body_of(method, template, f),
+        )
+        .await;
+    (path, response)
+}
+
 async fn state(server: &Server, f: &Fixtures) -> Value {
     json!({
         "wallet": server.snapshot(&f.wallet).await,
@@ -466,15 +487,7 @@ async fn the_scope_matrix_holds_route_by_route() {
         // Refusals first, all of them, then the state must be as it was.
         let before = state(&server, &f).await;
         for (method, template, needed) in MATRIX.iter().filter(|(_, _, n)| *n > scope) {
-            let path = path_of(method, template, &f);
-            let response = server
-                .send_as(
-                    Some(&key),
-                    Method::from_bytes(method.as_bytes()).unwrap(),
-                    &path,
-                    body_of(method, template, &f),
-                )
-                .await;
+            let (path, response) = call(&server, &key, method, template, &f).await;
             assert_eq!(
                 (
                     response.status.as_u16(),
@@ -504,15 +517,7 @@ async fn the_scope_matrix_holds_route_by_route() {
         );
         // Then every route the key may use answers as it would for an admin.
         for (method, template, _) in MATRIX.iter().filter(|(_, _, n)| *n <= scope) {
-            let path = path_of(method, template, &f);
-            let response = server
-                .send_as(
-                    Some(&key),
-                    Method::from_bytes(method.as_bytes()).unwrap(),
-                    &path,
-                    body_of(method, template, &f),
-                )
-                .await;
+            let (path, response) = call(&server, &key, method, template, &f).await;
             assert_eq!(
                 response.status.as_u16(),
                 200,

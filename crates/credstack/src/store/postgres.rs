@@ -1783,15 +1783,18 @@ pub fn purge_sessions(
 
 /// How many wallets a credit system has: the customers an all-customers
 /// grant will consider.
-/// The wallets in this credit system, or in all of them.
+/// The wallets in this credit system (through its index), or in all of them.
 pub fn count_wallets(
     c: &mut impl GenericClient,
     credit_system_id: Option<u128>,
 ) -> Result<u64, postgres::Error> {
-    let row = c.query_one(
-        "SELECT count(*) FROM wallets WHERE $1::bytea IS NULL OR credit_system_id = $1",
-        &[&credit_system_id.map(id_bytes)],
-    )?;
+    let row = match credit_system_id {
+        Some(id) => c.query_one(
+            "SELECT count(*) FROM wallets WHERE credit_system_id = $1",
+            &[&id_bytes(id)],
+        )?,
+        None => c.query_one("SELECT count(*) FROM wallets", &[])?,
+    };
     u64_col(&row, 0)
 }
 

@@ -1515,10 +1515,16 @@ pub fn purge_sessions(c: &Connection, expired_by: Instant) -> rusqlite::Result<u
 
 /// How many wallets a credit system has: the customers an all-customers
 /// grant will consider.
-/// The wallets in this credit system, or in all of them.
+/// The wallets in this credit system (through its index), or in all of them.
 pub fn count_wallets(c: &Connection, credit_system_id: Option<u128>) -> rusqlite::Result<u64> {
-    c.prepare_cached("SELECT count(*) FROM wallets WHERE ?1 IS NULL OR credit_system_id = ?1")?
-        .query_row([credit_system_id.map(ids::to_bytes)], |row| row.get(0))
+    match credit_system_id {
+        Some(id) => c
+            .prepare_cached("SELECT count(*) FROM wallets WHERE credit_system_id = ?")?
+            .query_row([ids::to_bytes(id)], |row| row.get(0)),
+        None => c
+            .prepare_cached("SELECT count(*) FROM wallets")?
+            .query_row([], |row| row.get(0)),
+    }
 }
 
 /// Whether any customer was ever granted this campaign.
