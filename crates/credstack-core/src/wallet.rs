@@ -339,21 +339,22 @@ impl Wallet {
             amounts.map(|a| i128::from(a.atomic())).sum()
         }
         let mut found = Vec::new();
-        let mut check = |ok: bool, what: String| {
+        // The message is only written for a check that fails: this runs
+        // after every change on the writer's hot path.
+        let mut check = |ok: bool, what: &dyn Fn() -> String| {
             if !ok {
-                found.push(what);
+                found.push(what());
             }
         };
         let remaining = total(self.grants.iter().map(|g| g.remaining));
         let debt = i128::from(self.debt.atomic());
         let balance = i128::from(self.balance.atomic());
-        check(
-            balance == remaining - debt,
+        check(balance == remaining - debt, &|| {
             format!(
                 "balance must equal grant remainders minus debt: balance {balance}, remainders {remaining}, debt {debt}"
-            ),
-        );
-        check(debt >= 0, format!("debt must not be negative: {debt}"));
+            )
+        });
+        check(debt >= 0, &|| format!("debt must not be negative: {debt}"));
         let overdraft_held = total(
             self.holds
                 .iter()
@@ -363,26 +364,25 @@ impl Wallet {
         );
         check(
             debt + overdraft_held <= i128::from(self.overdraft_limit.atomic()),
-            format!(
-                "debt and overdraft holds must stay within the overdraft limit: debt {debt}, held {overdraft_held}, limit {}",
-                self.overdraft_limit.atomic()
-            ),
+            &|| {
+                format!(
+                    "debt and overdraft holds must stay within the overdraft limit: debt {debt}, held {overdraft_held}, limit {}",
+                    self.overdraft_limit.atomic()
+                )
+            },
         );
         for grant in &self.grants {
             let id = grant.id.0;
             let (remaining, held) = (grant.remaining.atomic(), grant.held.atomic());
-            check(
-                remaining >= 0,
-                format!("grant {id:032x}: remaining must not be negative: {remaining}"),
-            );
-            check(
-                held >= 0,
-                format!("grant {id:032x}: held must not be negative: {held}"),
-            );
-            check(
-                held <= remaining,
-                format!("grant {id:032x}: held {held} must not exceed remaining {remaining}"),
-            );
+            check(remaining >= 0, &|| {
+                format!("grant {id:032x}: remaining must not be negative: {remaining}")
+            });
+            check(held >= 0, &|| {
+                format!("grant {id:032x}: held must not be negative: {held}")
+            });
+            check(held <= remaining, &|| {
+                format!("grant {id:032x}: held {held} must not exceed remaining {remaining}")
+            });
             let reserved = total(
                 self.holds
                     .iter()
@@ -390,19 +390,20 @@ impl Wallet {
                     .filter(|r| r.grant == Some(grant.id))
                     .map(|r| r.amount),
             );
-            check(
-                reserved == i128::from(held),
-                format!("grant {id:032x}: held {held} must match hold reservations {reserved}"),
-            );
+            check(reserved == i128::from(held), &|| {
+                format!("grant {id:032x}: held {held} must match hold reservations {reserved}")
+            });
         }
         for hold in &self.holds {
             check(
                 i128::from(hold.amount.atomic())
                     == total(hold.reservations.iter().map(|r| r.amount)),
-                format!(
-                    "hold {:032x}: amount must equal its reservations",
-                    hold.id.0
-                ),
+                &|| {
+                    format!(
+                        "hold {:032x}: amount must equal its reservations",
+                        hold.id.0
+                    )
+                },
             );
         }
         if debt > 0 {
@@ -412,12 +413,11 @@ impl Wallet {
                 .filter(|g| g.is_spendable())
                 .map(|g| i128::from(g.remaining.atomic()) - i128::from(g.held.atomic()))
                 .sum::<i128>();
-            check(
-                unheld == 0,
+            check(unheld == 0, &|| {
                 format!(
                     "debt must be repaid from any unheld spendable balance: debt {debt}, unheld {unheld}"
-                ),
-            );
+                )
+            });
         }
         found
     }
