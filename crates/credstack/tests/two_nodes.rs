@@ -257,10 +257,14 @@ async fn sweeps_happen_once(nodes: &[Server; 2], cs: &str) {
     nodes[1]
         .post(
             &format!("/v1/wallets/{wallet}/holds"),
-            json!({"amount": "5", "expires_in_seconds": 2}),
+            json!({"amount": "5", "expires_in_seconds": 1}),
         )
         .await
         .ok();
+    // The hold lapses (about 1 s) well before the grant expires (2 to 3 s:
+    // `soon` drops the fraction), so the grant expires whole, in one entry.
+    // A hold that lapsed after its grant expired would expire its 5 in an
+    // entry of its own, rightly, and this test would count two.
     // Both nodes sweep every half second; nobody reads the wallet meanwhile.
     tokio::time::sleep(Duration::from_millis(5000)).await;
     let entries = nodes[1].entries(&wallet).await;
