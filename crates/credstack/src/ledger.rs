@@ -6,11 +6,13 @@
 //! background sweep does the same for wallets nobody reads.
 
 use crate::clock::{AdvanceError, Clock};
+use crate::engine::journaled::Journaled;
 use crate::engine::{BulkClaim, Engine, Idempotency, Outcome, Render, Reply, Request, RunStep};
 use crate::error::{Error, Result};
 use crate::ids::Generator;
 use crate::metrics::Metrics;
 use crate::records::{ApiKey, Scope};
+use crate::store::journal::Progress as JournalProgress;
 use crate::store::{self, Store, StoreResult};
 use credstack_core::Instant;
 use r2d2_sqlite::SqliteConnectionManager;
@@ -47,6 +49,9 @@ struct Inner {
     keys_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     render: Render,
     metrics: Arc<Metrics>,
+    /// The embedded store's journal: reads wait until what was committed
+    /// before them is merged into the store.
+    journal: Option<Arc<JournalProgress>>,
 }
 
 impl Drop for Inner {
@@ -88,24 +93,34 @@ impl Ledger {
         // runtime's thread, and callers may be on one: open on a thread of
         // our own.
         let backend = &config.backend;
-        let (store, connect, readers, api_keys) = std::thread::scope(|scope| {
+        let (store, connect, readers, api_keys, journal) = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let (mut store, connect, readers) = match backend {
-                        Backend::Embedded { data_dir } => open_embedded(data_dir)?,
-                        Backend::Postgres { url, readers } => open_postgres(url, *readers)?,
+                    let (mut store, connect, readers, journal) = match backend {
+                        Backend::Embedded { data_dir } => {
+                            let lock = lock_data_dir(data_dir)?;
+                            let (store, connect, readers) = open_embedded(data_dir)?;
+                            let journal = open_journal(data_dir, lock)?;
+                            (store, connect, readers, Some(journal))
+                        }
+                        Backend::Postgres { url, readers } => {
+                            let (store, connect, readers) = open_postgres(url, *readers)?;
+                            (store, connect, readers, None)
+                        }
                     };
                     let api_keys = store.api_keys().map_err(|e| e.to_string())?;
-                    Ok::<_, String>((store, connect, readers, api_keys))
+                    Ok::<_, String>((store, connect, readers, api_keys, journal))
                 })
                 .join()
                 .map_err(|_| "opening the store panicked".to_string())?
         })?;
         let clock = Arc::new(config.clock);
         let metrics = Arc::new(Metrics::default());
+        let progress = journal.as_ref().map(|journal| journal.progress.clone());
         let (engine, _writer) = Engine::start(
             store,
             connect,
+            journal,
             clock.clone(),
             Arc::new(Generator::default()),
             config.render,
@@ -120,11 +135,20 @@ impl Ledger {
                 keys_reloaded: std::sync::Mutex::new(None),
                 render: config.render,
                 metrics,
+                journal: progress,
             }),
         })
     }
 
-    /// The ledger's metrics (`/v1/metrics`).
+    /// Every metric as `/v1/metrics` serves it, the journal's lag read now.
+    pub fn render_metrics(&self) -> String {
+        if let Some(journal) = &self.inner.journal {
+            self.inner.metrics.journal_unmerged(journal.lag());
+        }
+        self.inner.metrics.render()
+    }
+
+    /// The ledger's metrics, to count into.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -169,7 +193,14 @@ impl Ledger {
             .readers
             .clone()
             .expect("readers live as long as the ledger");
+        let journal = self.inner.journal.clone();
         let outcome = tokio::task::spawn_blocking(move || {
+            if let Some(journal) = journal
+                && !journal.wait_caught_up()
+            {
+                tracing::error!("a read waited too long for the journal to be merged");
+                return Err(Error::Unavailable);
+            }
             let result = match readers {
                 Readers::Embedded(pool) => pool
                     .get()
@@ -226,6 +257,21 @@ impl Ledger {
             );
         }
         Ok(at)
+    }
+
+    /// Waits until the embedded store's journal is merged into the store,
+    /// so the next start has nothing to merge: a server stopping calls it
+    /// once its last request is answered. Nothing depends on it for
+    /// durability (the journal is durable), only the next start's time.
+    pub async fn settle(&self) {
+        if let Some(journal) = self.inner.journal.clone() {
+            let merged = tokio::task::spawn_blocking(move || journal.drain_all()).await;
+            if !matches!(merged, Ok(true)) {
+                tracing::warn!(
+                    "the journal was not merged before stopping; the next start merges it"
+                );
+            }
+        }
     }
 
     /// Runs the background sweep and idempotency purge until the process ends.
@@ -686,6 +732,103 @@ impl Ledger {
     }
 }
 
+/// How long opening an embedded store waits for the process that served
+/// it last (a ledger being dropped, a server stopping) to let it go.
+const DATA_DIR_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes the data directory's lock (`credstack.lock`, an OS file lock the
+/// kernel releases when the process ends, killed or not): one process
+/// serves an embedded store, so its writer can trust the wallet states it
+/// keeps in memory without asking the store whether another process moved
+/// them.
+/// [`lock_data_dir`] without waiting: `Err` when a process holds it.
+fn try_lock_data_dir(data_dir: &Path) -> std::result::Result<std::fs::File, String> {
+    let file = lock_file(data_dir)?;
+    file.try_lock().map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+fn lock_file(data_dir: &Path) -> std::result::Result<std::fs::File, String> {
+    let path = data_dir.join("credstack.lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+fn lock_data_dir(data_dir: &Path) -> std::result::Result<std::fs::File, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let file = lock_file(data_dir)?;
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < DATA_DIR_LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another credstack process is serving {}: an embedded store has one server",
+                    data_dir.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", data_dir.display()));
+            }
+        }
+    }
+}
+
+/// The merger's page cache (`PRAGMA cache_size`), in KiB.
+const MERGER_CACHE_KIB: i64 = 256 * 1024;
+
+/// Opens the embedded store's journal: merges whatever a stopped or killed
+/// process left in it, then starts the merger (`store::journal`).
+fn open_journal(data_dir: &Path, lock: std::fs::File) -> std::result::Result<Journaled, String> {
+    let path = database_path(data_dir);
+    let main =
+        store::sqlite::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let journal_path = store::journal::path(data_dir);
+    let journal = store::journal::open(&journal_path)?;
+    // A merge dirties many pages once each: with SQLite's default 2 MiB
+    // cache they spill to the WAL mid-transaction and are read back.
+    main.pragma_update(None, "cache_size", -MERGER_CACHE_KIB)
+        .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
+    // The merger writes rows the writer built from wallets it had loaded:
+    // their references hold, and checking each again is a lookup per row.
+    main.pragma_update(None, "foreign_keys", false)
+        .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
+    let merged = merge_left_over(&main, &journal)?;
+    let progress = Arc::new(JournalProgress::starting_at(merged));
+    store::journal::spawn_merger(main, journal, progress.clone());
+    let journal = store::journal::Journal::open(&journal_path, merged)?;
+    Ok(Journaled::new(journal, progress, lock))
+}
+
+/// Merges the batches a journal holds beyond the store's mark, returning the mark.
+fn merge_left_over(
+    main: &rusqlite::Connection,
+    journal: &rusqlite::Connection,
+) -> std::result::Result<u64, String> {
+    let started = std::time::Instant::now();
+    let mut first = None;
+    let merged = store::journal::merge_all(main, journal, |batch| {
+        first.get_or_insert(batch);
+    })
+    .map_err(|e| format!("cannot merge the journal: {e}"))?;
+    if first.is_some() {
+        tracing::info!(
+            merged_through = merged,
+            seconds = started.elapsed().as_secs_f64(),
+            "merged the journal left by the last run"
+        );
+    }
+    Ok(merged)
+}
+
 fn open_embedded(
     data_dir: &Path,
 ) -> std::result::Result<(Box<dyn Store>, crate::engine::Connect, Readers), String> {
@@ -743,6 +886,18 @@ pub fn open_store(backend: &Backend) -> std::result::Result<Box<dyn Store>, Stri
             }
             let connection = store::sqlite::open(&path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            // A store no process serves may hold journalled batches its last
+            // server did not merge (it was killed): merge them, so what is
+            // read here is everything acknowledged. A serving process merges
+            // its own; reading beside it sees a consistent earlier state.
+            let journal_path = store::journal::path(data_dir);
+            if journal_path.is_file()
+                && let Ok(lock) = try_lock_data_dir(data_dir)
+            {
+                let journal = store::journal::open(&journal_path)?;
+                merge_left_over(&connection, &journal)?;
+                drop(lock);
+            }
             Ok(Box::new(connection))
         }
         Backend::Postgres { url, .. } => {

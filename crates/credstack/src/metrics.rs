@@ -1,6 +1,6 @@
 //! What `/v1/metrics` reports, in the Prometheus text format: debits by
-//! outcome, HTTP requests and their latency by route, and the writer's
-//! commits (requests per commit, time per commit). One registry per
+//! outcome, HTTP requests and their latency by route, the writer's commits
+//! (requests per commit, time per commit) and the embedded journal's lag. One registry per
 //! `Ledger`, so servers in one process (the tests) count apart.
 
 use crate::engine::Reply;
@@ -8,6 +8,7 @@ use crate::error::Error;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -46,6 +47,7 @@ pub struct Metrics {
     commit_seconds: Histogram,
     http_requests: Family<RequestLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    journal_unmerged: Gauge,
 }
 
 impl Default for Metrics {
@@ -84,8 +86,16 @@ impl Default for Metrics {
             "HTTP request latency by method and route, until the response is ready",
             http_seconds.clone(),
         );
+        let journal_unmerged = Gauge::default();
+        registry.register(
+            "journal_unmerged_batches",
+            "Debit batches committed to the embedded store's journal and not yet merged \
+             into its tables (0 on PostgreSQL)",
+            journal_unmerged.clone(),
+        );
         Metrics {
             registry,
+            journal_unmerged,
             debits,
             commit_requests,
             commit_seconds,
@@ -102,6 +112,13 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// How many journalled batches wait for the merger, read as the
+    /// metrics are rendered.
+    pub fn journal_unmerged(&self, batches: u64) {
+        self.journal_unmerged
+            .set(i64::try_from(batches).unwrap_or(i64::MAX));
     }
 
     /// One writer commit of `requests` requests that took `took`.

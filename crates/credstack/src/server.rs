@@ -34,7 +34,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     ledger.spawn_background();
-    let app = crate::http::app(ledger, &limits);
+    let app = crate::http::app(ledger.clone(), &limits);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -62,6 +62,7 @@ pub async fn run_with(
     }
     drop(listener);
     connections.shutdown().await;
+    ledger.settle().await;
     Ok(())
 }
 

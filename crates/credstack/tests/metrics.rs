@@ -119,6 +119,11 @@ async fn metrics_count_debits_requests_and_commits_exactly() {
     );
     assert!(!text.contains(&wallet), "no id in any label");
 
+    // The hold and the read key came after the last debits, and a write
+    // that is not a debit waits for the journal to be merged first: nothing
+    // waits now (and PostgreSQL has no journal).
+    assert_eq!(sample(&text, "credstack_journal_unmerged_batches"), 0.0);
+
     let commits = sample(&text, "credstack_commit_requests_count");
     assert!(commits >= 1.0, "{text}");
     assert_eq!(

@@ -12,6 +12,7 @@
 //! the in-memory state of a wallet always equals committed state plus the
 //! batch in flight.
 
+pub mod journaled;
 mod promotions;
 
 use crate::clock::Clock;
@@ -266,9 +267,13 @@ pub struct Engine {
 impl Engine {
     /// Starts the writer thread on `store`; `connect` opens a new
     /// connection when that one fails.
+    /// `journal` is the embedded store's (which also holds the lock that
+    /// keeps every other process from writing it); `None` where other
+    /// processes may write (PostgreSQL).
     pub fn start(
         store: Box<dyn Store>,
         connect: Connect,
+        journal: Option<journaled::Journaled>,
         clock: Arc<Clock>,
         ids: Arc<Generator>,
         render: Render,
@@ -279,6 +284,7 @@ impl Engine {
             store,
             broken: false,
             connect,
+            journal,
             clock,
             ids,
             render,
@@ -361,6 +367,11 @@ struct Writer {
     /// Set when the connection failed: the next batch connects again first.
     broken: bool,
     connect: Connect,
+    /// The embedded store's journal, where debit batches commit (see
+    /// `store::journal`); `None` on PostgreSQL. It holds the data
+    /// directory's lock: no other process writes the store, so the cached
+    /// wallet states are the truth, and `lock` does not ask the store.
+    journal: Option<journaled::Journaled>,
     clock: Arc<Clock>,
     ids: Arc<Generator>,
     render: Render,
@@ -399,6 +410,9 @@ impl Writer {
                 self.count(&envelope.request, &reply);
                 let _ = envelope.reply.send(reply);
             }
+        }
+        if let Some(journal) = &self.journal {
+            journal.progress.stop();
         }
         tracing::info!("writer stopped: every acknowledged write is committed");
     }
@@ -456,7 +470,21 @@ impl Writer {
             self.broken = false;
             tracing::info!("the writer connected to the store again");
         }
-        self.store.begin()?;
+        let journalled = self.journal.is_some()
+            && batch
+                .iter()
+                .all(|envelope| journaled::journals(&envelope.request));
+        if let Some(journal) = &mut self.journal
+            && !journal.prepare(journalled)
+        {
+            tracing::error!(
+                "the journal is not being merged into the store; see the merger's errors"
+            );
+            return Err(StoreFailure { retryable: false });
+        }
+        if !journalled {
+            self.store.begin()?;
+        }
         // Lock every wallet the batch names in one statement; wallets found
         // only while applying (a hold's, a campaign's) are locked then.
         let mut named = Vec::new();
@@ -487,7 +515,13 @@ impl Writer {
             replies.push(reply);
         }
         self.flush()?;
-        self.store.commit()?;
+        match &mut self.journal {
+            Some(journal) if journal.active => journal.commit().map_err(|error| {
+                tracing::error!(%error, "the batch was not journalled");
+                StoreFailure { retryable: false }
+            })?,
+            _ => self.store.commit()?,
+        }
         // Only now do the cached states equal the store.
         self.touched.clear();
         self.locked.clear();
@@ -499,7 +533,17 @@ impl Writer {
     /// Rolls back the transaction in flight and drops every in-memory state
     /// it may have changed; they reload from the store when next touched.
     fn forget_batch(&mut self) {
-        if let Err(error) = self.store.rollback() {
+        let journalled = match &mut self.journal {
+            Some(journal) => {
+                let active = journal.active;
+                journal.forget_batch();
+                active
+            }
+            None => false,
+        };
+        if journalled {
+            // Nothing was begun on the store.
+        } else if let Err(error) = self.store.rollback() {
             tracing::warn!(%error, "rollback failed; reconnecting");
             self.broken = true;
         }
@@ -521,8 +565,31 @@ impl Writer {
     /// Writes the rows the batch has gathered so far.
     fn write_pending(&mut self) -> StoreResult<()> {
         if !self.pending.is_empty() {
-            self.store.insert_rows(&self.pending)?;
-            self.pending.clear();
+            match &mut self.journal {
+                Some(journal) if journal.active => {
+                    journal.record(std::mem::take(&mut self.pending));
+                }
+                _ => {
+                    self.store.insert_rows(&self.pending)?;
+                    self.pending.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The journal, when the batch in flight writes to it.
+    fn journalling(&mut self) -> Option<&mut journaled::Journaled> {
+        self.journal.as_mut().filter(|journal| journal.active)
+    }
+
+    /// Writes a grant's state now (one that finished while a wallet was
+    /// brought up to date).
+    fn write_grant_state(&mut self, grant: &Grant) -> StoreResult<()> {
+        self.write_pending()?;
+        match self.journalling() {
+            Some(journal) => journal.grant_state(grant),
+            None => self.store.update_grant_state(grant)?,
         }
         Ok(())
     }
@@ -535,6 +602,16 @@ impl Writer {
             if let Request::DebitBatch(items) = &envelope.request {
                 keys.extend(items.iter().map(|item| item.idempotency.key.as_str()));
             }
+        }
+        if let Some(journal) = &self.journal {
+            // Keys of batches the store does not have yet.
+            keys.retain(|key| match journal.key(key) {
+                Some(kept) => {
+                    self.known.insert(key.to_string(), Some(kept));
+                    false
+                }
+                None => true,
+            });
         }
         if keys.is_empty() {
             return Ok(());
@@ -564,19 +641,33 @@ impl Writer {
         wanted.sort_unstable();
         wanted.dedup();
         let mut to_load = Vec::new();
-        for (id, version) in self.store.lock_wallets(&wanted)? {
-            if self.wallets.get(&id).is_none_or(|c| c.version != version) {
-                self.wallets.remove(&id);
-                to_load.push(id);
+        if self.journal.is_some() {
+            // Only this writer changes the store: a cached wallet is current,
+            // and one that is not cached is loaded (or found missing).
+            for id in wanted {
+                match self.wallets.get(&id) {
+                    Some(cached) => {
+                        self.locked.insert(id, cached.version);
+                    }
+                    None => to_load.push(id),
+                }
             }
-            self.locked.insert(id, version);
+        } else {
+            for (id, version) in self.store.lock_wallets(&wanted)? {
+                if self.wallets.get(&id).is_none_or(|c| c.version != version) {
+                    self.wallets.remove(&id);
+                    to_load.push(id);
+                }
+                self.locked.insert(id, version);
+            }
         }
         if to_load.is_empty() {
             return Ok(());
         }
         // Wallets not in memory, or moved on by another process, load together.
         for (info, wallet, chain) in self.store()?.load_wallets(&to_load)? {
-            let version = self.locked[&info.id];
+            // Exclusive: the version is never compared, so it need not be read.
+            let version = *self.locked.entry(info.id).or_insert(0);
             let cached = Cached {
                 info,
                 wallet,
@@ -594,6 +685,12 @@ impl Writer {
         if self.wallets.len() <= WALLET_CACHE_MAX {
             return;
         }
+        // A wallet of an unmerged batch is newer in memory than in the store.
+        if let Some(journal) = &self.journal
+            && !journal.progress.wait_caught_up()
+        {
+            return;
+        }
         let mut to_drop = WALLET_CACHE_MAX / 10;
         self.wallets.retain(|_, _| {
             let keep = to_drop == 0;
@@ -608,7 +705,7 @@ impl Writer {
     fn flush(&mut self) -> std::result::Result<(), StoreFailure> {
         self.write_pending()?;
         let mut wallets = Vec::with_capacity(self.touched.len());
-        let mut grants = Vec::new();
+        let mut grants: Vec<&Grant> = Vec::new();
         for (wallet_id, before) in &self.touched {
             let cached = &self.wallets[wallet_id];
             wallets.push((*wallet_id, &cached.wallet));
@@ -620,7 +717,17 @@ impl Writer {
                     .filter(|grant| before.iter().find(|b| b.id == grant.id) != Some(grant)),
             );
         }
-        self.store.update_states(&wallets, &grants)?;
+        match self.journal.as_mut().filter(|journal| journal.active) {
+            Some(journal) => {
+                for (id, wallet) in &wallets {
+                    journal.wallet_state(*id, wallet);
+                }
+                for grant in &grants {
+                    journal.grant_state(grant);
+                }
+            }
+            None => self.store.update_states(&wallets, &grants)?,
+        }
         for wallet_id in self.touched.keys() {
             let cached = self
                 .wallets
@@ -687,8 +794,20 @@ impl Writer {
                     Kept::Response(stored) => stored,
                     // Perhaps a debit of this batch: written out first.
                     kept => {
-                        let render = self.render;
-                        kept_response(self.store()?, render, kept)?
+                        // Perhaps a debit of this batch, or of one the
+                        // journal holds and the store does not have yet.
+                        self.write_pending()?;
+                        let unmerged = match (&kept, &self.journal) {
+                            (Kept::Debit(id), Some(journal)) => journal.debit(*id).cloned(),
+                            _ => None,
+                        };
+                        match unmerged {
+                            Some(debit) => (self.render)(&Ok(Outcome::Debit(debit))),
+                            None => {
+                                let render = self.render;
+                                kept_response(self.store()?, render, kept)?
+                            }
+                        }
                     }
                 };
                 Some(Reply::Replayed(stored))
@@ -1350,13 +1469,23 @@ impl Writer {
             self.pending.entries.push(record);
         }
         for grant in &changes.finished_grants {
-            self.store()?.update_grant_state(grant)?;
+            self.write_grant_state(grant)?;
         }
         for (hold, end, at) in &changes.finished_holds {
             // Captures record their debit themselves.
             if *end != credstack_core::HoldEnd::Captured {
-                self.store()?
-                    .finish_hold(hold.id.0, (*end).into(), None, *at)?;
+                self.write_pending()?;
+                match self.journalling() {
+                    Some(journal) => journal.finish_hold(crate::store::sqlite::finish_hold_values(
+                        hold.id.0,
+                        (*end).into(),
+                        None,
+                        *at,
+                    )),
+                    None => self
+                        .store
+                        .finish_hold(hold.id.0, (*end).into(), None, *at)?,
+                }
             }
         }
         Ok(())

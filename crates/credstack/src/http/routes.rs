@@ -42,7 +42,7 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 pub async fn metrics(State(ledger): State<Ledger>) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        ledger.metrics().render(),
+        ledger.render_metrics(),
     )
         .into_response()
 }

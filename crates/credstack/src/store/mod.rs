@@ -15,6 +15,7 @@
 //! differ in shape on one backend.
 
 pub mod codec;
+pub mod journal;
 pub mod postgres;
 pub mod sqlite;
 

@@ -12,6 +12,7 @@ use credstack_core::{
     Allocation, Amount, EntryKind, Grant, GrantId, GrantStatus, GrantTerms, Hold, HoldId, Instant,
     Interval, Period, Purpose, Reservation, Scale, Wallet,
 };
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
@@ -26,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v8.sql"),
     include_str!("schema_v9.sql"),
     include_str!("schema_v10.sql"),
+    include_str!("schema_v11.sql"),
 ];
 
 /// The version whose migration adds entry hashes, which existing entries
@@ -560,19 +562,159 @@ pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusq
 }
 
 fn update_wallet_state(c: &Connection, id: u128, wallet: &Wallet) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "UPDATE wallets SET overdraft_limit = ?, debt = ?, balance = ?, last_sequence = ?,
-            next_event_at = ?, version = version + 1 WHERE id = ?",
-    )?
-    .execute(params![
-        wallet.overdraft_limit.atomic(),
-        wallet.debt.atomic(),
-        wallet.balance.atomic(),
-        wallet.last_sequence,
-        wallet.next_event_at().map(micros),
-        ids::to_bytes(id)
-    ])?;
+    execute_write(c, Write::WalletState, &wallet_state_values(id, wallet, 1))
+}
+
+// ---- the writes the journal carries ---------------------------------------------
+//
+// The rows a debit writes, as the values of one statement each, so the
+// journal (`super::journal`) keeps exactly what a direct write would
+// execute and merges it later with the same SQL.
+
+/// One of the statements a debit batch writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Write {
+    Entry,
+    Debit,
+    Key,
+    /// A wallet's balances and next event; its last value adds to `version`.
+    WalletState,
+    GrantState,
+    FinishHold,
+}
+
+impl Write {
+    fn sql(self) -> &'static str {
+        match self {
+            Write::Entry => {
+                "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after,
+                    occurred_at, grant_id, reference, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            }
+            Write::Debit => {
+                "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
+                    metadata, hold_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            }
+            Write::Key => {
+                "INSERT INTO idempotency_keys (key, fingerprint, status, body, debit_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            }
+            Write::WalletState => {
+                "UPDATE wallets SET overdraft_limit = ?2, debt = ?3, balance = ?4,
+                    last_sequence = ?5, next_event_at = ?6, version = version + ?7 WHERE id = ?1"
+            }
+            Write::GrantState => {
+                "UPDATE grants SET remaining = ?2, held = ?3, cycle = ?4, status = ?5,
+                    ended_at = ?6, live = ?7 WHERE id = ?1"
+            }
+            Write::FinishHold => {
+                "UPDATE holds SET status = ?2, debit_id = ?3, ended_at = ?4 WHERE id = ?1"
+            }
+        }
+    }
+}
+
+/// Runs one of the journal's statements with its values.
+pub fn execute_write(c: &Connection, write: Write, values: &[Value]) -> rusqlite::Result<()> {
+    c.prepare_cached(write.sql())?
+        .execute(rusqlite::params_from_iter(values))?;
     Ok(())
+}
+
+fn id_value(id: u128) -> Value {
+    Value::Blob(ids::to_bytes(id).to_vec())
+}
+
+fn sequence_value(sequence: u64) -> Value {
+    Value::Integer(i64::try_from(sequence).expect("a wallet has fewer than 2^63 entries"))
+}
+
+fn opt_id_value(id: Option<u128>) -> Value {
+    id.map_or(Value::Null, id_value)
+}
+
+/// A wallet's state row, its id first; `versions` is what its version
+/// moves by (the journal merges several batches' states into the last).
+pub fn wallet_state_values(id: u128, wallet: &Wallet, versions: i64) -> Vec<Value> {
+    vec![
+        id_value(id),
+        Value::Integer(wallet.overdraft_limit.atomic()),
+        Value::Integer(wallet.debt.atomic()),
+        Value::Integer(wallet.balance.atomic()),
+        sequence_value(wallet.last_sequence),
+        wallet.next_event_at().map(micros).into(),
+        Value::Integer(versions),
+    ]
+}
+
+pub fn grant_state_values(grant: &Grant) -> Vec<Value> {
+    vec![
+        id_value(grant.id.0),
+        Value::Integer(grant.remaining.atomic()),
+        Value::Integer(grant.held.atomic()),
+        Value::Integer(i64::try_from(grant.cycle).expect("a grant renews fewer than 2^63 times")),
+        Value::Text(grant.status.as_str().to_string()),
+        grant.ended_at.map(micros).into(),
+        Value::Integer(i64::from(grant.is_live())),
+    ]
+}
+
+pub fn finish_hold_values(
+    id: u128,
+    status: HoldStatus,
+    debit_id: Option<u128>,
+    ended_at: Instant,
+) -> Vec<Value> {
+    vec![
+        id_value(id),
+        Value::Text(status.as_str().to_string()),
+        opt_id_value(debit_id),
+        Value::Integer(micros(ended_at)),
+    ]
+}
+
+pub fn entry_values(entry: &EntryRecord) -> Vec<Value> {
+    vec![
+        id_value(entry.wallet_id),
+        sequence_value(entry.sequence),
+        id_value(entry.id),
+        Value::Text(entry.kind.as_str().to_string()),
+        Value::Integer(entry.amount.atomic()),
+        Value::Integer(entry.balance_after.atomic()),
+        Value::Integer(micros(entry.occurred_at)),
+        opt_id_value(entry.grant_id),
+        Value::Text(entry.reference.clone()),
+        Value::Blob(entry.hash.to_vec()),
+    ]
+}
+
+pub fn debit_values(debit: &DebitRecord) -> Vec<Value> {
+    vec![
+        id_value(debit.id),
+        id_value(debit.wallet_id),
+        Value::Integer(debit.amount.atomic()),
+        Value::Text(parts_json(
+            debit.allocations.iter().map(|a| (a.grant, a.amount)),
+        )),
+        Value::Integer(debit.balance_after.atomic()),
+        debit.description.clone().into(),
+        Value::Text(metadata_json(&debit.metadata)),
+        opt_id_value(debit.hold_id),
+        Value::Integer(micros(debit.created_at)),
+    ]
+}
+
+pub fn key_values(kept: &KeptResponse) -> Vec<Value> {
+    let (status, body, debit_id) = kept_columns(&kept.kept);
+    vec![
+        Value::Text(kept.key.clone()),
+        Value::Blob(kept.fingerprint.to_vec()),
+        Value::Integer(i64::from(status)),
+        Value::Text(body.to_string()),
+        debit_id.map_or(Value::Null, |id| Value::Blob(id.to_vec())),
+        Value::Integer(micros(kept.at)),
+    ]
 }
 
 pub fn update_states(
@@ -728,20 +870,7 @@ pub fn insert_grant(c: &Connection, record: &GrantRecord) -> rusqlite::Result<()
 
 /// Writes what changes on a grant after creation.
 pub fn update_grant_state(c: &Connection, grant: &Grant) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "UPDATE grants SET remaining = ?, held = ?, cycle = ?, status = ?, ended_at = ?, live = ?
-         WHERE id = ?",
-    )?
-    .execute(params![
-        grant.remaining.atomic(),
-        grant.held.atomic(),
-        grant.cycle,
-        grant.status.as_str(),
-        grant.ended_at.map(micros),
-        grant.is_live(),
-        ids::to_bytes(grant.id.0)
-    ])?;
-    Ok(())
+    execute_write(c, Write::GrantState, &grant_state_values(grant))
 }
 
 // ---- holds --------------------------------------------------------------------
@@ -800,14 +929,8 @@ pub fn finish_hold(
     debit_id: Option<u128>,
     ended_at: Instant,
 ) -> rusqlite::Result<()> {
-    c.prepare_cached("UPDATE holds SET status = ?, debit_id = ?, ended_at = ? WHERE id = ?")?
-        .execute(params![
-            status.as_str(),
-            opt_id_bytes(debit_id),
-            micros(ended_at),
-            ids::to_bytes(id)
-        ])?;
-    Ok(())
+    let values = finish_hold_values(id, status, debit_id, ended_at);
+    execute_write(c, Write::FinishHold, &values)
 }
 
 // ---- debits -------------------------------------------------------------------
@@ -857,23 +980,7 @@ pub fn list_debits(
 }
 
 fn insert_debit(c: &Connection, debit: &DebitRecord) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO debits (id, wallet_id, amount, allocations, balance_after, description,
-            metadata, hold_id, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        ids::to_bytes(debit.id),
-        ids::to_bytes(debit.wallet_id),
-        debit.amount.atomic(),
-        parts_json(debit.allocations.iter().map(|a| (a.grant, a.amount))),
-        debit.balance_after.atomic(),
-        debit.description,
-        metadata_json(&debit.metadata),
-        opt_id_bytes(debit.hold_id),
-        micros(debit.created_at)
-    ])?;
-    Ok(())
+    execute_write(c, Write::Debit, &debit_values(debit))
 }
 
 // ---- entries ------------------------------------------------------------------
@@ -917,24 +1024,7 @@ fn unreadable(column: usize, what: &'static str) -> rusqlite::Error {
 }
 
 fn insert_entry(c: &Connection, entry: &EntryRecord) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after, occurred_at,
-            grant_id, reference, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        ids::to_bytes(entry.wallet_id),
-        entry.sequence,
-        ids::to_bytes(entry.id),
-        entry.kind.as_str(),
-        entry.amount.atomic(),
-        entry.balance_after.atomic(),
-        micros(entry.occurred_at),
-        opt_id_bytes(entry.grant_id),
-        entry.reference,
-        entry.hash.as_slice()
-    ])?;
-    Ok(())
+    execute_write(c, Write::Entry, &entry_values(entry))
 }
 
 /// The wallet's ledger by sequence, `ascending` or newest first, after the
@@ -1091,20 +1181,7 @@ fn kept_row(key: &str, row: &Row) -> rusqlite::Result<KeptResponse> {
 }
 
 fn insert_idempotency(c: &Connection, kept: &KeptResponse) -> rusqlite::Result<()> {
-    let (status, body, debit_id) = kept_columns(&kept.kept);
-    c.prepare_cached(
-        "INSERT INTO idempotency_keys (key, fingerprint, status, body, debit_id, created_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        kept.key,
-        kept.fingerprint.as_slice(),
-        status,
-        body,
-        debit_id,
-        micros(kept.at)
-    ])?;
-    Ok(())
+    execute_write(c, Write::Key, &key_values(kept))
 }
 
 /// The kept responses of those of these keys that have one.

@@ -1,0 +1,173 @@
+//! The embedded store's journal (`store::journal`): batches merge into the
+//! store exactly once, however many mergers run and however often, each
+//! wallet's state lands as its last with its version moved once per batch,
+//! and a journal in a format this release does not know is refused.
+//! Crashes and restarts with a journal in use are `crash.rs`'s; reads
+//! following writes are every HTTP suite's.
+
+use credstack::ledger::{Backend, Config, Ledger};
+use credstack::records::{CreditSystem, Customer, EntryRecord, WalletInfo};
+use credstack::store::Store;
+use credstack::store::journal::{self, Body, Journal};
+use credstack::store::sqlite::{self, Write};
+use credstack_core::{Amount, EntryKind, Scale, Wallet};
+
+fn at(seconds: i64) -> credstack_core::Instant {
+    chrono::DateTime::from_timestamp(1_790_000_000 + seconds, 0).unwrap()
+}
+
+/// A store with one wallet (id 3), and its journal.
+fn store_with_a_wallet(dir: &std::path::Path) -> (rusqlite::Connection, WalletInfo) {
+    let mut main = sqlite::open(&dir.join("credstack.db")).unwrap();
+    let scale = Scale::new(0).unwrap();
+    main.upsert_credit_system(&CreditSystem {
+        id: 1,
+        key: "tokens".into(),
+        name: "Tokens".into(),
+        unit: "token".into(),
+        scale,
+        active: true,
+        created_at: at(0),
+    })
+    .unwrap();
+    main.upsert_customer(&Customer {
+        id: 2,
+        name: "Ada".into(),
+        email: None,
+        external_id: None,
+        metadata: Default::default(),
+        created_at: at(0),
+    })
+    .unwrap();
+    let info = WalletInfo {
+        id: 3,
+        customer_id: 2,
+        credit_system_id: 1,
+        scale,
+        created_at: at(0),
+    };
+    main.insert_wallet(&info, &Wallet::new(Amount::from_atomic(100)))
+        .unwrap();
+    (main, info)
+}
+
+/// Batch `n`: one debt entry of 1 and the wallet's state after it.
+fn batch(info: &WalletInfo, n: u64) -> Body {
+    let mut body = Body::default();
+    let entry = EntryRecord {
+        id: 1_000 + u128::from(n),
+        wallet_id: info.id,
+        scale: info.scale,
+        sequence: n,
+        kind: EntryKind::Debit,
+        amount: Amount::from_atomic(-1),
+        balance_after: Amount::from_atomic(-(n as i64)),
+        occurred_at: at(n as i64),
+        grant_id: None,
+        reference: format!("debit_{n}"),
+        hash: [n as u8; 32],
+    };
+    body.push(Write::Entry, &sqlite::entry_values(&entry));
+    let mut wallet = Wallet::new(Amount::from_atomic(100));
+    wallet.debt = Amount::from_atomic(n as i64);
+    wallet.balance = Amount::from_atomic(-(n as i64));
+    wallet.last_sequence = n;
+    body.push(
+        Write::WalletState,
+        &sqlite::wallet_state_values(info.id, &wallet, 1),
+    );
+    body
+}
+
+fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+#[test]
+fn batches_merge_exactly_once_with_the_last_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, info) = store_with_a_wallet(dir.path());
+    let journal_path = journal::path(dir.path());
+    let mut writer = Journal::open(&journal_path, 0).unwrap();
+    for n in 1..=40 {
+        assert_eq!(writer.append(&batch(&info, n), 0).unwrap(), n);
+    }
+    // Two mergers at once, then one more run: each batch lands once.
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let main = sqlite::open(&dir.join("credstack.db")).unwrap();
+                let journal = journal::open(&journal::path(&dir)).unwrap();
+                journal::merge_all(&main, &journal, |_| {}).unwrap()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), 40);
+    }
+    let journal = journal::open(&journal_path).unwrap();
+    assert_eq!(journal::merge_all(&main, &journal, |_| {}).unwrap(), 40);
+    assert_eq!(count(&main, "SELECT count(*) FROM entries"), 40);
+    assert_eq!(count(&main, "SELECT batch FROM journal_merged"), 40);
+    // The wallet's row is its last state; its version moved once per batch.
+    assert_eq!(count(&main, "SELECT balance FROM wallets"), -40);
+    assert_eq!(count(&main, "SELECT debt FROM wallets"), 40);
+    assert_eq!(count(&main, "SELECT last_sequence FROM wallets"), 40);
+    assert_eq!(count(&main, "SELECT version FROM wallets"), 40);
+    // Merged batches are deleted by the next append, and numbering goes on.
+    assert_eq!(writer.append(&batch(&info, 41), 40).unwrap(), 41);
+    assert_eq!(count(&journal, "SELECT count(*) FROM batches"), 1);
+    assert_eq!(count(&journal, "SELECT min(batch) FROM batches"), 41);
+    let reopened = Journal::open(&journal_path, 40).unwrap();
+    assert_eq!(reopened.next(), 42);
+}
+
+#[test]
+fn a_damaged_batch_stops_the_merge_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, info) = store_with_a_wallet(dir.path());
+    let journal_path = journal::path(dir.path());
+    let mut writer = Journal::open(&journal_path, 0).unwrap();
+    writer.append(&batch(&info, 1), 0).unwrap();
+    let journal = journal::open(&journal_path).unwrap();
+    journal
+        .execute("INSERT INTO batches (batch, body) VALUES (2, x'09ff')", [])
+        .unwrap();
+    let error = journal::merge_all(&main, &journal, |_| {}).unwrap_err();
+    assert!(error.contains("damaged"), "{error}");
+    assert_eq!(count(&main, "SELECT count(*) FROM entries"), 0);
+    assert_eq!(count(&main, "SELECT batch FROM journal_merged"), 0);
+}
+
+fn embedded(data_dir: &std::path::Path) -> Config {
+    Config {
+        backend: Backend::Embedded {
+            data_dir: data_dir.to_path_buf(),
+        },
+        clock: credstack::clock::Clock::system(),
+        render: credstack::http::render,
+    }
+}
+
+#[test]
+fn a_journal_in_an_unknown_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || embedded(dir.path());
+    drop(Ledger::open(config()).unwrap());
+    // The dropped ledger's writer lets the data directory go as it stops.
+    let journal = rusqlite::Connection::open(journal::path(dir.path())).unwrap();
+    journal.pragma_update(None, "user_version", 99).unwrap();
+    drop(journal);
+    let error = Ledger::open(config()).err().expect("refused");
+    assert!(error.contains("format 99"), "{error}");
+}
+
+#[test]
+fn a_second_server_on_one_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || embedded(dir.path());
+    let _first = Ledger::open(config()).unwrap();
+    let error = Ledger::open(config()).err().expect("refused");
+    assert!(error.contains("another credstack process"), "{error}");
+}
