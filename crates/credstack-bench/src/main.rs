@@ -617,6 +617,8 @@ async fn restart(entries: u64) -> Figure {
             }
         })
         .await;
+        // As a server stopping does: the journal merged before it lets go.
+        ledger.settle().await;
     }
     let seed_seconds = seeding.elapsed().as_secs_f64();
     // The first ledger's writer ends once every handle is dropped.
