@@ -182,8 +182,27 @@ impl Ledger {
         }
     }
 
-    /// Runs a read on a pooled read connection, off the async runtime.
+    /// Runs a read on a pooled read connection, off the async runtime,
+    /// once everything acknowledged before it is in the store.
     pub async fn read<T, F>(&self, query: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
+    {
+        self.read_after(true, query).await
+    }
+
+    /// [`Ledger::read`] of what the journal never writes (which customers
+    /// have wallets, say), which need not wait for the merger.
+    async fn read_unjournalled<T, F>(&self, query: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
+    {
+        self.read_after(false, query).await
+    }
+
+    async fn read_after<T, F>(&self, merged: bool, query: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
@@ -193,7 +212,7 @@ impl Ledger {
             .readers
             .clone()
             .expect("readers live as long as the ledger");
-        let journal = self.inner.journal.clone();
+        let journal = self.inner.journal.clone().filter(|_| merged);
         let outcome = tokio::task::spawn_blocking(move || {
             if let Some(journal) = journal
                 && !journal.wait_caught_up()
@@ -663,8 +682,10 @@ impl Ledger {
         loop {
             let after = cursor;
             let chunk = match action {
+                // Wallets are created outside the journal: the chunk after
+                // need not wait for the previous one's merge.
                 BulkAction::Grant => {
-                    self.read(move |c| {
+                    self.read_unjournalled(move |c| {
                         c.customers_with_wallets(credit_system_id, after, BULK_CHUNK)
                     })
                     .await?

@@ -171,3 +171,165 @@ fn a_second_server_on_one_data_directory_is_refused() {
     let error = Ledger::open(config()).err().expect("refused");
     assert!(error.contains("another credstack process"), "{error}");
 }
+
+/// Campaign grants are journalled. While the merger cannot write (another
+/// connection holds `credstack.db`'s write lock), a customer granted in an
+/// unmerged batch is not granted again and a call to all customers counts
+/// every chunk, both read back from the writer's tail; once the merger
+/// writes, the store holds each grant once and the run's full count.
+#[tokio::test(flavor = "multi_thread")]
+async fn campaign_grants_read_back_their_unmerged_batches() {
+    use credstack::engine::{NewPromotion, Outcome, Request, RunStep};
+    use credstack::ledger::{BulkAction, BulkCall, Claimed};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(embedded(dir.path())).unwrap();
+    let Ok(Outcome::CreditSystem(system)) = ledger
+        .execute(Request::CreateCreditSystem {
+            key: "tokens".into(),
+            name: "Tokens".into(),
+            unit: "tokens".into(),
+            scale: 0,
+        })
+        .await
+    else {
+        panic!("a credit system")
+    };
+    let mut customers = Vec::new();
+    let mut wallets = Vec::new();
+    for name in ["Ada", "Grace", "Edsger"] {
+        let Ok(Outcome::Customer(customer)) = ledger
+            .execute(Request::CreateCustomer {
+                name: name.into(),
+                email: None,
+                external_id: None,
+                metadata: Default::default(),
+            })
+            .await
+        else {
+            panic!("a customer")
+        };
+        let Ok(Outcome::Wallet(wallet)) = ledger
+            .execute(Request::CreateWallet {
+                customer_id: customer.id,
+                credit_system_id: system.id,
+                overdraft_limit: None,
+            })
+            .await
+        else {
+            panic!("a wallet")
+        };
+        customers.push(customer.id);
+        wallets.push(wallet.info.id);
+    }
+    let Ok(Outcome::Promotion(view)) = ledger
+        .execute(Request::CreatePromotion(NewPromotion {
+            name: "Launch".into(),
+            description: None,
+            credit_system_id: system.id,
+            starts_at: None,
+            ends_at: None,
+            quantity: "500".into(),
+            reset_interval: None,
+            access_period: None,
+            allow_multiple_grants: false,
+        }))
+        .await
+    else {
+        panic!("a promotion")
+    };
+    let campaign = view.promotion.id;
+    let call = BulkCall::new(BulkAction::Grant, campaign, None);
+    let Ok(Claimed::Started { .. }) = ledger.claim_to_all(&call).await else {
+        panic!("the call claims its campaign")
+    };
+
+    let blocker = rusqlite::Connection::open(dir.path().join("credstack.db")).unwrap();
+    blocker
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let step = |cursor| {
+        Some(RunStep {
+            run_id: call.run_id,
+            cursor,
+            lease_until: chrono::Utc::now() + chrono::Duration::hours(1),
+        })
+    };
+    let grant = |customer_ids: Vec<u128>, run| {
+        let ledger = ledger.clone();
+        async move {
+            let request = Request::GrantPromotion {
+                id: campaign,
+                customer_ids,
+                run,
+            };
+            match ledger.execute(request).await {
+                Ok(Outcome::PromotionGrant(grant)) => grant,
+                other => panic!("a campaign grant: {other:?}"),
+            }
+        }
+    };
+    let [ada, grace, edsger] = customers[..] else {
+        unreachable!()
+    };
+    let first = grant(vec![ada], step(ada)).await;
+    assert_eq!(first.granted.len(), 1);
+    let second = grant(vec![ada, grace], step(grace)).await;
+    assert_eq!(second.granted.len(), 1, "Ada holds the campaign already");
+    assert_eq!(
+        second.skipped,
+        vec![(ada, credstack_core::promotion::Skip::AlreadyGranted)]
+    );
+    let third = grant(vec![edsger], None).await;
+    assert_eq!(third.granted.len(), 1);
+    let unmerged: u64 = ledger
+        .render_metrics()
+        .lines()
+        .find_map(|line| line.strip_prefix("credstack_journal_unmerged_batches "))
+        .expect("the gauge")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        unmerged >= 3,
+        "the grants waited in the journal: {unmerged}"
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+
+    // Reads wait for the merge.
+    let run = ledger
+        .read(move |c| c.bulk_run(campaign))
+        .await
+        .unwrap()
+        .expect("the run");
+    let counts: serde_json::Value = serde_json::from_str(&run.progress).unwrap();
+    assert_eq!(
+        (&counts["done"], &counts["skipped"]),
+        (&2.into(), &1.into())
+    );
+    assert_eq!(run.cursor, Some(grace));
+    let now = chrono::Utc::now();
+    for customer in customers {
+        let held = ledger
+            .read(move |c| c.active_assignments(campaign, customer, now))
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1, "one assignment each");
+    }
+    for wallet in wallets {
+        let grants = ledger
+            .read(move |c| c.list_grants(wallet, None, 10, None))
+            .await
+            .unwrap();
+        assert_eq!(grants.items.len(), 1, "one grant each");
+        assert_eq!(grants.items[0].grant.remaining.atomic(), 500);
+    }
+    let applied = ledger
+        .read(move |c| c.promotion(campaign))
+        .await
+        .unwrap()
+        .expect("the campaign")
+        .applied;
+    assert!(applied);
+}

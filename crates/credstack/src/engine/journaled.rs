@@ -3,10 +3,12 @@
 //! keeps of batches not merged yet.
 
 use super::Request;
-use crate::records::{DebitRecord, Kept, NewRows};
+use crate::records::{
+    Assignment, BulkRun, DebitRecord, GrantRecord, Kept, NewRows, PromotionalCredit,
+};
 use crate::store::journal::{Body, Journal, Progress};
 use crate::store::sqlite::{self, Write};
-use credstack_core::{Grant, Wallet};
+use credstack_core::{Grant, Instant, Wallet};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -14,16 +16,40 @@ use std::sync::Arc;
 /// waits for it: what bounds the tail in memory and the work at restart.
 pub const LAG_MAX: u64 = 256;
 
-/// Debits are journalled, and bringing wallets up to date (`Materialise`,
-/// before a balance is read and from the sweep): they are the hot path, and
-/// what they write (entries, debits, keys, wallet and grant states, holds
-/// that expired) is a closed list. Anything else waits for the journal to
-/// be merged and writes directly.
+/// How many statements committed batches may hold unmerged before the
+/// writer waits: a campaign's batch of 1,000 customers holds ~4,000, a
+/// debit batch a few per debit. This bounds how long a read waits for the
+/// merger (at most this much merging).
+pub const LAG_STATEMENTS_MAX: usize = 262_144;
+
+/// Debits are journalled, bringing wallets up to date (`Materialise`,
+/// before a balance is read and from the sweep), and campaign grants (one
+/// call's customers, or a chunk of a call to all): they are the hot paths,
+/// and what they write (entries, debits, keys, wallet and grant states,
+/// holds that expired; new grants, assignments, the campaign's row and its
+/// run's progress) is a closed list. Anything else waits for the journal
+/// to be merged and writes directly.
 pub fn journals(request: &Request) -> bool {
     matches!(
         request,
-        Request::Debit(_) | Request::DebitBatch(_) | Request::Materialise { .. }
+        Request::Debit(_)
+            | Request::DebitBatch(_)
+            | Request::Materialise { .. }
+            | Request::GrantPromotion { .. }
     )
+}
+
+/// What one batch added to the tail, so it leaves once merged.
+#[derive(Default)]
+struct Added {
+    batch: u64,
+    statements: usize,
+    keys: Vec<String>,
+    debits: Vec<u128>,
+    /// (campaign, customer) of each assignment.
+    assignments: Vec<(u128, u128)>,
+    /// Campaigns whose run moved.
+    runs: Vec<u128>,
 }
 
 pub struct Journaled {
@@ -40,11 +66,15 @@ pub struct Journaled {
     /// commit may have reached the disk): merge everything before the
     /// store is read again.
     pub drain_first: bool,
-    /// Keys and debits of journalled batches not merged yet.
+    /// What unmerged batches wrote that the writer reads back: keys and
+    /// debits (replays), assignments (who holds a campaign already) and
+    /// runs (a call to all customers' progress), each with its batch.
     keys: HashMap<String, ([u8; 32], Kept)>,
     debits: HashMap<u128, DebitRecord>,
-    /// What each unmerged batch added to `keys` and `debits`, oldest first.
-    batches: VecDeque<(u64, Vec<String>, Vec<u128>)>,
+    assignments: HashMap<(u128, u128), Vec<(u64, Assignment)>>,
+    runs: HashMap<u128, (u64, BulkRun)>,
+    /// What each unmerged batch added, oldest first.
+    batches: VecDeque<Added>,
 }
 
 impl Journaled {
@@ -59,6 +89,8 @@ impl Journaled {
             drain_first: false,
             keys: HashMap::new(),
             debits: HashMap::new(),
+            assignments: HashMap::new(),
+            runs: HashMap::new(),
             batches: VecDeque::new(),
         }
     }
@@ -81,24 +113,52 @@ impl Journaled {
         self.active = journalled;
         self.in_flight = self.journal.next();
         let merged = self.progress.merged();
-        while let Some((batch, _, _)) = self.batches.front()
-            && *batch <= merged
+        while self
+            .batches
+            .front()
+            .is_some_and(|added| added.batch <= merged)
         {
-            let (_, keys, debits) = self.batches.pop_front().expect("front exists");
-            keys.iter().for_each(|key| {
-                self.keys.remove(key);
-            });
-            debits.iter().for_each(|id| {
-                self.debits.remove(id);
-            });
+            let added = self.batches.pop_front().expect("front exists");
+            self.drop_added(added, |batch| batch <= merged);
         }
         true
     }
 
-    fn current(&mut self) -> &mut (u64, Vec<String>, Vec<u128>) {
+    /// Takes out of the tail what `added` put there, where `gone` says
+    /// its batch is (an assignment or run a later batch wrote stays).
+    fn drop_added(&mut self, added: Added, gone: impl Fn(u64) -> bool) {
+        for key in &added.keys {
+            self.keys.remove(key);
+        }
+        for id in &added.debits {
+            self.debits.remove(id);
+        }
+        for pair in &added.assignments {
+            if let Some(kept) = self.assignments.get_mut(pair) {
+                kept.retain(|(batch, _)| !gone(*batch));
+                if kept.is_empty() {
+                    self.assignments.remove(pair);
+                }
+            }
+        }
+        for campaign in &added.runs {
+            if self
+                .runs
+                .get(campaign)
+                .is_some_and(|(batch, _)| gone(*batch))
+            {
+                self.runs.remove(campaign);
+            }
+        }
+    }
+
+    fn current(&mut self) -> &mut Added {
         let batch = self.in_flight;
-        if self.batches.back().is_none_or(|(b, _, _)| *b != batch) {
-            self.batches.push_back((batch, Vec::new(), Vec::new()));
+        if self.batches.back().is_none_or(|added| added.batch != batch) {
+            self.batches.push_back(Added {
+                batch,
+                ..Added::default()
+            });
         }
         self.batches.back_mut().expect("just pushed")
     }
@@ -111,14 +171,68 @@ impl Journaled {
         }
         for debit in rows.debits {
             self.body.push(Write::Debit, &sqlite::debit_values(&debit));
-            self.current().2.push(debit.id);
+            self.current().debits.push(debit.id);
             self.debits.insert(debit.id, debit);
         }
         for kept in rows.responses {
             self.body.push(Write::Key, &sqlite::key_values(&kept));
-            self.current().1.push(kept.key.clone());
+            self.current().keys.push(kept.key.clone());
             self.keys.insert(kept.key, (kept.fingerprint, kept.kept));
         }
+    }
+
+    pub fn grant(&mut self, record: &GrantRecord) {
+        self.body.push(Write::Grant, &sqlite::grant_values(record));
+    }
+
+    pub fn assignment(&mut self, assignment: &Assignment) {
+        self.body
+            .push(Write::Assignment, &sqlite::assignment_values(assignment));
+        let pair = (assignment.promotional_credit_id, assignment.customer_id);
+        let batch = self.in_flight;
+        self.current().assignments.push(pair);
+        self.assignments
+            .entry(pair)
+            .or_default()
+            .push((batch, assignment.clone()));
+    }
+
+    /// A campaign's row. Not kept in the tail: a journalled batch changes
+    /// only its `applied` mark, from false to true, and anything else that
+    /// changes it waits for the merge.
+    pub fn promotion(&mut self, promotion: &PromotionalCredit) {
+        self.body
+            .push(Write::Promotion, &sqlite::promotion_values(promotion));
+    }
+
+    pub fn bulk_run(&mut self, run: &BulkRun) {
+        self.body
+            .push(Write::BulkRun, &sqlite::bulk_run_values(run));
+        let batch = self.in_flight;
+        self.current().runs.push(run.promotional_credit_id);
+        self.runs
+            .insert(run.promotional_credit_id, (batch, run.clone()));
+    }
+
+    /// Assignments of unmerged batches of this campaign and customer
+    /// active at `now`.
+    pub fn active_assignments(
+        &self,
+        campaign: u128,
+        customer: u128,
+        now: Instant,
+    ) -> impl Iterator<Item = &Assignment> {
+        self.assignments
+            .get(&(campaign, customer))
+            .into_iter()
+            .flatten()
+            .map(|(_, assignment)| assignment)
+            .filter(move |assignment| assignment.is_active(now))
+    }
+
+    /// The campaign's run as an unmerged batch left it.
+    pub fn run(&self, campaign: u128) -> Option<&BulkRun> {
+        self.runs.get(&campaign).map(|(_, run)| run)
     }
 
     pub fn wallet_state(&mut self, id: u128, wallet: &Wallet) {
@@ -151,7 +265,11 @@ impl Journaled {
     /// [`LAG_MAX`] batches behind.
     pub fn commit(&mut self) -> Result<(), String> {
         let batch = self.journal.next();
-        if batch > LAG_MAX && !self.progress.wait_merged(batch - LAG_MAX) {
+        let statements = self.body.statements();
+        self.current().statements = statements;
+        if let Some(through) = self.wait_for(batch, statements)
+            && !self.progress.wait_merged(through)
+        {
             return Err("the journal's merger fell behind and does not catch up".into());
         }
         let merged = self.progress.merged();
@@ -163,19 +281,38 @@ impl Journaled {
         Ok(())
     }
 
+    /// The batch the merger must reach before `batch` (holding
+    /// `statements`) commits: [`LAG_MAX`] batches and
+    /// [`LAG_STATEMENTS_MAX`] statements may wait unmerged.
+    fn wait_for(&self, batch: u64, statements: usize) -> Option<u64> {
+        let merged = self.progress.merged();
+        let mut through = batch.saturating_sub(LAG_MAX);
+        let waiting = self
+            .batches
+            .iter()
+            .filter(|added| added.batch > merged && added.batch < batch);
+        let mut unmerged = statements + waiting.clone().map(|a| a.statements).sum::<usize>();
+        for added in waiting {
+            if unmerged <= LAG_STATEMENTS_MAX {
+                break;
+            }
+            unmerged -= added.statements;
+            through = through.max(added.batch);
+        }
+        (through > merged).then_some(through)
+    }
+
     /// Drops what the failed batch in flight recorded.
     pub fn forget_batch(&mut self) {
         self.body.clear();
-        while let Some((batch, _, _)) = self.batches.back()
-            && *batch >= self.in_flight
+        let in_flight = self.in_flight;
+        while self
+            .batches
+            .back()
+            .is_some_and(|added| added.batch >= in_flight)
         {
-            let (_, keys, debits) = self.batches.pop_back().expect("back exists");
-            keys.iter().for_each(|key| {
-                self.keys.remove(key);
-            });
-            debits.iter().for_each(|id| {
-                self.debits.remove(id);
-            });
+            let added = self.batches.pop_back().expect("back exists");
+            self.drop_added(added, |batch| batch >= in_flight);
         }
         self.drain_first = true;
         self.active = false;

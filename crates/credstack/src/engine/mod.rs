@@ -1350,7 +1350,11 @@ impl Writer {
     /// Inserts a grant added in this batch. Its row is then as current as
     /// the grants the batch found: `flush` writes it again only if it changes.
     fn insert_grant(&mut self, record: &GrantRecord) -> StoreResult<()> {
-        self.store()?.insert_grant(record)?;
+        self.write_pending()?;
+        match self.journalling() {
+            Some(journal) => journal.grant(record),
+            None => self.store.insert_grant(record)?,
+        }
         if let Some(before) = self.touched.get_mut(&record.wallet_id) {
             before.push(record.grant.clone());
         }

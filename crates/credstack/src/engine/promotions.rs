@@ -166,10 +166,69 @@ impl Writer {
         Ok(Outcome::BulkClaim(BulkClaim::Started { cursor, counts }))
     }
 
+    /// Writes a campaign's row, an assignment, a run's progress: to the
+    /// journal when the batch in flight is journalled (a campaign grant).
+    fn write_promotion(&mut self, promotion: &PromotionalCredit) -> Result<()> {
+        match self.journalling() {
+            Some(journal) => journal.promotion(promotion),
+            None => self.store()?.upsert_promotion(promotion)?,
+        }
+        Ok(())
+    }
+
+    fn write_assignment(&mut self, assignment: &Assignment) -> Result<()> {
+        match self.journalling() {
+            Some(journal) => journal.assignment(assignment),
+            None => self.store()?.upsert_assignment(assignment)?,
+        }
+        Ok(())
+    }
+
+    fn write_bulk_run(&mut self, run: &BulkRun) -> Result<()> {
+        match self.journalling() {
+            Some(journal) => journal.bulk_run(run),
+            None => self.store()?.upsert_bulk_run(run)?,
+        }
+        Ok(())
+    }
+
+    /// The campaign's run, as the last batch left it (one the merger has
+    /// not written yet included).
+    fn bulk_run(&mut self, promotion_id: u128) -> Result<Option<BulkRun>> {
+        if let Some(run) = self.journal.as_ref().and_then(|j| j.run(promotion_id)) {
+            return Ok(Some(run.clone()));
+        }
+        Ok(self.store()?.bulk_run(promotion_id)?)
+    }
+
+    /// How many assignments of the campaign the customer holds at `now`
+    /// (unmerged batches' included, each counted once).
+    fn active_assignments(
+        &mut self,
+        promotion_id: u128,
+        customer_id: u128,
+        now: Instant,
+    ) -> Result<usize> {
+        let mut active: Vec<u128> = self
+            .store()?
+            .active_assignments(promotion_id, customer_id, now)?
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        if let Some(journal) = &self.journal {
+            for assignment in journal.active_assignments(promotion_id, customer_id, now) {
+                if !active.contains(&assignment.id) {
+                    active.push(assignment.id);
+                }
+            }
+        }
+        Ok(active.len())
+    }
+
     /// Checks that `step`'s run still holds its campaign (a run whose lease
     /// passed may have been taken over) before a chunk changes anything.
     fn check_run(&mut self, promotion_id: u128, step: &RunStep) -> Result<BulkRun> {
-        match self.store()?.bulk_run(promotion_id)? {
+        match self.bulk_run(promotion_id)? {
             Some(run) if run.run_id == step.run_id && run.finished_at.is_none() => Ok(run),
             _ => Err(Error::conflict(
                 "bulk_run_taken_over",
@@ -198,8 +257,7 @@ impl Writer {
         run.progress = serde_json::to_string(&counts).expect("counts serialize");
         run.cursor = Some(step.cursor);
         run.lease_until = step.lease_until;
-        self.store()?.upsert_bulk_run(&run)?;
-        Ok(())
+        self.write_bulk_run(&run)
     }
 
     /// Ends a run: marks it finished (with the error that ended it, if
@@ -422,7 +480,7 @@ impl Writer {
         }
         if !outcome.granted.is_empty() && !promotion.applied {
             promotion.applied = true;
-            self.store()?.upsert_promotion(&promotion)?;
+            self.write_promotion(&promotion)?;
         }
         if let (Some(running), Some(step)) = (running, run) {
             self.advance_run(running, step, outcome.granted.len(), &outcome.skipped)?;
@@ -443,10 +501,7 @@ impl Writer {
         if wallet.is_none() && self.store()?.customer(customer_id)?.is_none() {
             return Ok(Err(Skip::CustomerNotFound));
         }
-        let active = self
-            .store()?
-            .active_assignments(promotion.id, customer_id, now)?
-            .len();
+        let active = self.active_assignments(promotion.id, customer_id, now)?;
         if let Err(skip) = promotion.policy.may_grant(wallet.is_some(), active) {
             return Ok(Err(skip));
         }
@@ -491,7 +546,7 @@ impl Writer {
             created_at: now,
         };
         self.insert_grant(&record)?;
-        self.store()?.upsert_assignment(&assignment)?;
+        self.write_assignment(&assignment)?;
         Ok(Ok(assignment))
     }
 

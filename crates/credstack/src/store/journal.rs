@@ -36,9 +36,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The journal's format, kept as its `user_version`: a journal in another
+/// The journal's format, kept as its `user_version`: a journal in a later
 /// format is not merged (the release that wrote it merges it at open).
-const FORMAT: i64 = 1;
+/// Format 2 added campaign grants' statements to format 1's; a format 1
+/// journal is read as it is and marked 2.
+const FORMAT: i64 = 2;
 
 /// The most batches one merge transaction takes.
 const MERGE_BATCHES_MAX: i64 = 512;
@@ -61,7 +63,7 @@ pub fn open(path: &Path) -> Result<Connection, String> {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(cannot)?;
     match format {
-        0 => connection
+        0 | 1 => connection
             .pragma_update(None, "user_version", FORMAT)
             .map_err(cannot)?,
         FORMAT => {}
@@ -109,6 +111,7 @@ impl From<Cell> for Value {
 #[derive(Default)]
 pub struct Body {
     bytes: Vec<u8>,
+    statements: usize,
 }
 
 impl Body {
@@ -124,10 +127,17 @@ impl Body {
             })
             .collect();
         postcard::to_io(&(write, cells), &mut self.bytes).expect("writing to a Vec cannot fail");
+        self.statements += 1;
+    }
+
+    /// How many statements the batch holds.
+    pub fn statements(&self) -> usize {
+        self.statements
     }
 
     pub fn clear(&mut self) {
         self.bytes.clear();
+        self.statements = 0;
     }
 }
 
@@ -293,11 +303,17 @@ fn sorted(writes: Vec<(Write, Vec<Value>)>) -> Vec<(Write, Vec<Value>)> {
             _ => inserts.push((write, values)),
         }
     }
+    // Stable: an upsert of one row (a campaign, a run) keeps its order, so
+    // the last one written is the one that stays.
     inserts.sort_by(|(a, x), (b, y)| {
+        let upsert = matches!(a, Write::Promotion | Write::BulkRun);
         (*a as u8)
             .cmp(&(*b as u8))
             .then_with(|| key_order(&x[0], &y[0]))
-            .then_with(|| key_order(&x[1], &y[1]))
+            .then_with(|| match upsert {
+                true => std::cmp::Ordering::Equal,
+                false => key_order(&x[1], &y[1]),
+            })
     });
     let mut wallets: Vec<_> = wallets.into_iter().collect();
     wallets.sort_by(|a, b| a.0.cmp(&b.0));

@@ -581,6 +581,14 @@ pub enum Write {
     WalletState,
     GrantState,
     FinishHold,
+    /// A new grant's row (a campaign's grant).
+    Grant,
+    /// A campaign assignment, new or revoked.
+    Assignment,
+    /// A campaign's row (a campaign marks itself applied).
+    Promotion,
+    /// A call to all customers' progress.
+    BulkRun,
 }
 
 impl Write {
@@ -610,6 +618,40 @@ impl Write {
             }
             Write::FinishHold => {
                 "UPDATE holds SET status = ?2, debit_id = ?3, ended_at = ?4 WHERE id = ?1"
+            }
+            Write::Grant => {
+                "INSERT INTO grants (id, wallet_id, amount, purpose, priority, effective_at,
+                    expires_at, recurrence_interval, recurrence_count, rollover_max, remaining,
+                    held, cycle, status, ended_at, live, description, metadata, source, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                    ?17, ?18, ?19, ?20)"
+            }
+            Write::Assignment => {
+                "INSERT INTO promotion_assignments (id, promotional_credit_id, customer_id,
+                    wallet_id, grant_id, granted_at, expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at"
+            }
+            Write::Promotion => {
+                "INSERT INTO promotional_credits (id, name, description, credit_system_id,
+                    starts_at, ends_at, quantity, reset_interval, access_period_value,
+                    access_period_unit, allow_multiple_grants, applied, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                    description = excluded.description,
+                    credit_system_id = excluded.credit_system_id, starts_at = excluded.starts_at,
+                    ends_at = excluded.ends_at, quantity = excluded.quantity,
+                    reset_interval = excluded.reset_interval,
+                    access_period_value = excluded.access_period_value,
+                    access_period_unit = excluded.access_period_unit,
+                    allow_multiple_grants = excluded.allow_multiple_grants,
+                    applied = excluded.applied"
+            }
+            Write::BulkRun => {
+                "INSERT OR REPLACE INTO bulk_runs (promotional_credit_id, run_id, action,
+                    idempotency_key, fingerprint, cursor, progress, lease_until, total,
+                    finished_at, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             }
         }
     }
@@ -836,36 +878,37 @@ pub fn list_grants(
 }
 
 pub fn insert_grant(c: &Connection, record: &GrantRecord) -> rusqlite::Result<()> {
+    execute_write(c, Write::Grant, &grant_values(record))
+}
+
+/// A new grant's row, its id first.
+pub fn grant_values(record: &GrantRecord) -> Vec<Value> {
     let g = &record.grant;
-    c.prepare_cached(
-        "INSERT INTO grants (id, wallet_id, amount, purpose, priority, effective_at, expires_at,
-            recurrence_interval, recurrence_count, rollover_max, remaining, held, cycle, status,
-            ended_at, live, description, metadata, source, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        ids::to_bytes(g.id.0),
-        ids::to_bytes(record.wallet_id),
-        g.terms.amount.atomic(),
-        g.terms.purpose.as_str(),
-        g.terms.priority,
-        micros(g.terms.effective_at),
-        g.terms.expires_at.map(micros),
-        g.terms.recurrence.map(|p| p.interval.as_str()),
-        g.terms.recurrence.map(|p| p.count),
-        g.terms.rollover_max.atomic(),
-        g.remaining.atomic(),
-        g.held.atomic(),
-        g.cycle,
-        g.status.as_str(),
-        g.ended_at.map(micros),
-        g.is_live(),
-        record.description,
-        metadata_json(&record.metadata),
-        record.source.to_stored(),
-        micros(record.created_at)
-    ])?;
-    Ok(())
+    vec![
+        id_value(g.id.0),
+        id_value(record.wallet_id),
+        Value::Integer(g.terms.amount.atomic()),
+        Value::Text(g.terms.purpose.as_str().to_string()),
+        Value::Integer(i64::from(g.terms.priority)),
+        Value::Integer(micros(g.terms.effective_at)),
+        g.terms.expires_at.map(micros).into(),
+        g.terms
+            .recurrence
+            .map(|p| p.interval.as_str().to_string())
+            .into(),
+        g.terms.recurrence.map(|p| i64::from(p.count)).into(),
+        Value::Integer(g.terms.rollover_max.atomic()),
+        Value::Integer(g.remaining.atomic()),
+        Value::Integer(g.held.atomic()),
+        Value::Integer(i64::try_from(g.cycle).expect("a grant renews fewer than 2^63 times")),
+        Value::Text(g.status.as_str().to_string()),
+        g.ended_at.map(micros).into(),
+        Value::Integer(i64::from(g.is_live())),
+        record.description.clone().into(),
+        Value::Text(metadata_json(&record.metadata)),
+        Value::Text(record.source.to_stored()),
+        Value::Integer(micros(record.created_at)),
+    ]
 }
 
 /// Writes what changes on a grant after creation.
@@ -1323,35 +1366,34 @@ pub fn list_promotions(
 }
 
 pub fn upsert_promotion(c: &Connection, p: &PromotionalCredit) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO promotional_credits (id, name, description, credit_system_id, starts_at,
-            ends_at, quantity, reset_interval, access_period_value, access_period_unit,
-            allow_multiple_grants, applied, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,
-            credit_system_id = excluded.credit_system_id, starts_at = excluded.starts_at,
-            ends_at = excluded.ends_at, quantity = excluded.quantity,
-            reset_interval = excluded.reset_interval,
-            access_period_value = excluded.access_period_value,
-            access_period_unit = excluded.access_period_unit,
-            allow_multiple_grants = excluded.allow_multiple_grants, applied = excluded.applied",
-    )?
-    .execute(params![
-        ids::to_bytes(p.id),
-        p.name,
-        p.description,
-        ids::to_bytes(p.credit_system_id),
-        p.starts_at.map(micros),
-        p.ends_at.map(micros),
-        p.policy.quantity.atomic(),
-        p.policy.reset_interval.map_or("never", |i| i.as_str()),
-        p.policy.access_period.map(|a| a.count),
-        p.policy.access_period.map(|a| a.interval.as_str()),
-        p.policy.allow_multiple_grants,
-        p.applied,
-        micros(p.created_at)
-    ])?;
-    Ok(())
+    execute_write(c, Write::Promotion, &promotion_values(p))
+}
+
+/// A campaign's row, its id first.
+pub fn promotion_values(p: &PromotionalCredit) -> Vec<Value> {
+    vec![
+        id_value(p.id),
+        Value::Text(p.name.clone()),
+        p.description.clone().into(),
+        id_value(p.credit_system_id),
+        p.starts_at.map(micros).into(),
+        p.ends_at.map(micros).into(),
+        Value::Integer(p.policy.quantity.atomic()),
+        Value::Text(
+            p.policy
+                .reset_interval
+                .map_or("never", |i| i.as_str())
+                .to_string(),
+        ),
+        p.policy.access_period.map(|a| i64::from(a.count)).into(),
+        p.policy
+            .access_period
+            .map(|a| a.interval.as_str().to_string())
+            .into(),
+        Value::Integer(i64::from(p.policy.allow_multiple_grants)),
+        Value::Integer(i64::from(p.applied)),
+        Value::Integer(micros(p.created_at)),
+    ]
 }
 
 pub fn delete_promotion(c: &Connection, id: u128) -> rusqlite::Result<()> {
@@ -1399,23 +1441,21 @@ pub fn active_assignments(
 }
 
 pub fn upsert_assignment(c: &Connection, a: &Assignment) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO promotion_assignments (id, promotional_credit_id, customer_id, wallet_id,
-            grant_id, granted_at, expires_at, revoked_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at",
-    )?
-    .execute(params![
-        ids::to_bytes(a.id),
-        ids::to_bytes(a.promotional_credit_id),
-        ids::to_bytes(a.customer_id),
-        ids::to_bytes(a.wallet_id),
-        ids::to_bytes(a.grant_id),
-        micros(a.granted_at),
-        a.expires_at.map(micros),
-        a.revoked_at.map(micros)
-    ])?;
-    Ok(())
+    execute_write(c, Write::Assignment, &assignment_values(a))
+}
+
+/// An assignment's row, its id first.
+pub fn assignment_values(a: &Assignment) -> Vec<Value> {
+    vec![
+        id_value(a.id),
+        id_value(a.promotional_credit_id),
+        id_value(a.customer_id),
+        id_value(a.wallet_id),
+        id_value(a.grant_id),
+        Value::Integer(micros(a.granted_at)),
+        a.expires_at.map(micros).into(),
+        a.revoked_at.map(micros).into(),
+    ]
 }
 
 /// Customers with a wallet in `credit_system_id`, by customer id, after `after`.
@@ -1736,24 +1776,24 @@ pub fn bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<Option<B
 }
 
 pub fn upsert_bulk_run(c: &Connection, run: &BulkRun) -> rusqlite::Result<()> {
-    c.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO bulk_runs ({BULK_RUN_COLUMNS})
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))?
-    .execute(params![
-        ids::to_bytes(run.promotional_credit_id),
-        ids::to_bytes(run.run_id),
-        run.action,
-        run.idempotency_key,
-        run.fingerprint,
-        opt_id_bytes(run.cursor),
-        run.progress,
-        micros(run.lease_until),
-        run.total.map(|t| t as i64),
-        run.finished_at.map(micros),
-        run.error,
-    ])?;
-    Ok(())
+    execute_write(c, Write::BulkRun, &bulk_run_values(run))
+}
+
+/// A call to all customers' row, its campaign's id first.
+pub fn bulk_run_values(run: &BulkRun) -> Vec<Value> {
+    vec![
+        id_value(run.promotional_credit_id),
+        id_value(run.run_id),
+        Value::Text(run.action.clone()),
+        run.idempotency_key.clone().into(),
+        run.fingerprint.map(|f| f.to_vec()).into(),
+        opt_id_value(run.cursor),
+        Value::Text(run.progress.clone()),
+        Value::Integer(micros(run.lease_until)),
+        run.total.map(|t| t as i64).into(),
+        run.finished_at.map(micros).into(),
+        run.error.clone().into(),
+    ]
 }
 
 pub fn delete_bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<()> {
