@@ -164,6 +164,27 @@ fn a_journal_in_an_unknown_format_is_refused() {
 }
 
 #[test]
+fn a_format_1_journal_is_read_and_marked_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || embedded(dir.path());
+    drop(Ledger::open(config()).unwrap());
+    let format = |value: Option<i64>| {
+        let journal = rusqlite::Connection::open(journal::path(dir.path())).unwrap();
+        if let Some(value) = value {
+            journal.pragma_update(None, "user_version", value).unwrap();
+        }
+        journal
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(format(Some(1)), 1);
+    drop(Ledger::open(config()).expect("a format 1 journal opens"));
+    // Format 2 only adds statements: an older release refuses it rather
+    // than misreading a campaign's.
+    assert_eq!(format(None), 2);
+}
+
+#[test]
 fn a_second_server_on_one_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = || embedded(dir.path());
