@@ -321,11 +321,28 @@ async fn campaigns_run_once(nodes: &[Server; 2], cs: &str, wallets: &[String]) {
         .id();
     let path = format!("/v1/promotional_credits/{promo}/grant");
     let all = json!({"all_customers": true});
-    let headers = [("Idempotency-Key", "grant-everyone")];
-    let (x, y) = tokio::join!(
-        nodes[0].send(reqwest::Method::POST, &path, Some(all.clone()), &headers),
-        nodes[1].send(reqwest::Method::POST, &path, Some(all.clone()), &headers),
-    );
+    // Both nodes take the same keyed call at once. The one that waits for
+    // the campaign's lock may give up after PostgreSQL's lock_timeout (5 s)
+    // while the other holds it for a chunk, on a loaded machine: a 503 that
+    // changed nothing, which a client answers by sending the same key again.
+    let grant_everyone = |node: &Server| {
+        let (path, all) = (path.clone(), all.clone());
+        let node = Server::remote(&node.base, KEY);
+        async move {
+            let headers = [("Idempotency-Key", "grant-everyone")];
+            let mut tries = 0;
+            loop {
+                let response = node
+                    .send(reqwest::Method::POST, &path, Some(all.clone()), &headers)
+                    .await;
+                tries += 1;
+                if response.status.as_u16() != 503 || tries == 5 {
+                    return response;
+                }
+            }
+        }
+    };
+    let (x, y) = tokio::join!(grant_everyone(&nodes[0]), grant_everyone(&nodes[1]));
     let (x, y) = (x.ok(), y.ok());
     assert_eq!(x.body, y.body, "one run, answered twice");
     let granted = x.body["granted_count"].as_u64().unwrap();
