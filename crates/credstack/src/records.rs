@@ -249,6 +249,23 @@ pub struct EntryRecord {
 /// The hash before a wallet's first entry.
 pub const CHAIN_START: [u8; 32] = [0; 32];
 
+/// A wallet's last entry, as far as its next entry needs it: the hash that
+/// entry chains from, and the instant it may not be dated before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub hash: [u8; 32],
+    /// `None` before the wallet's first entry.
+    pub at: Option<Instant>,
+}
+
+impl ChainHead {
+    /// The head of a wallet without entries.
+    pub const START: ChainHead = ChainHead {
+        hash: CHAIN_START,
+        at: None,
+    };
+}
+
 impl EntryRecord {
     /// SHA-256 of the previous entry's hash and every field of this one
     /// but `hash` (and `scale`, a property of the wallet), each encoded at a
@@ -279,6 +296,24 @@ impl EntryRecord {
         hasher.update((self.reference.len() as u64).to_be_bytes());
         hasher.update(self.reference.as_bytes());
         hasher.finalize().into()
+    }
+
+    /// Appends this entry to its wallet's chain at `head`: dates it no
+    /// earlier than the wallet's last entry, so a wallet's entries never go
+    /// back in time even when the clock does (a restart after the system
+    /// clock stepped back, or another node whose clock is behind), links it
+    /// to that entry's hash, and moves `head` to it. History at an instant
+    /// finds its entry by bisecting the sequence ([`crate::store::last_sequence_at`]),
+    /// which needs exactly this order.
+    pub fn append_to(&mut self, head: &mut ChainHead) {
+        if let Some(at) = head.at {
+            self.occurred_at = self.occurred_at.max(at);
+        }
+        self.hash = self.chain(&head.hash);
+        *head = ChainHead {
+            hash: self.hash,
+            at: Some(self.occurred_at),
+        };
     }
 }
 
@@ -424,4 +459,52 @@ pub struct ConsoleSession {
     pub api_key_id: u128,
     pub created_at: Instant,
     pub expires_at: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn entry(sequence: u64, seconds: i64) -> EntryRecord {
+        EntryRecord {
+            id: sequence as u128,
+            wallet_id: 7,
+            scale: Scale::new(0).expect("valid scale"),
+            sequence,
+            kind: EntryKind::Debit,
+            amount: Amount::from_atomic(-1),
+            balance_after: Amount::from_atomic(-(sequence as i64)),
+            occurred_at: DateTime::<Utc>::from_timestamp(seconds, 0).expect("in range"),
+            grant_id: None,
+            reference: "deb_1".into(),
+            hash: CHAIN_START,
+        }
+    }
+
+    #[test]
+    fn an_entry_follows_its_wallet_in_time_and_in_the_chain() {
+        let mut head = ChainHead::START;
+        let mut first = entry(1, 100);
+        first.append_to(&mut head);
+        assert_eq!(first.hash, first.chain(&CHAIN_START));
+        assert_eq!(
+            head,
+            ChainHead {
+                hash: first.hash,
+                at: Some(first.occurred_at)
+            }
+        );
+        // The clock went back 40 s (a restart, another node): the entry is
+        // dated at the wallet's last instant, and hashed as dated.
+        let mut second = entry(2, 60);
+        second.append_to(&mut head);
+        assert_eq!(second.occurred_at, first.occurred_at);
+        assert_eq!(second.hash, second.chain(&first.hash));
+        // A later clock dates it as it is.
+        let mut third = entry(3, 130);
+        third.append_to(&mut head);
+        assert_eq!(third.occurred_at.timestamp(), 130);
+        assert_eq!(head.at, Some(third.occurred_at));
+    }
 }

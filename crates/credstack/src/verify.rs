@@ -17,7 +17,7 @@
 //! elsewhere (the report prints a digest of every wallet's head for that).
 
 use crate::ids::{self, Kind};
-use crate::records::{CHAIN_START, EntryRecord};
+use crate::records::{CHAIN_START, ChainHead, EntryRecord};
 use crate::store::{Store, StoreResult};
 use credstack_core::{EntryKind, Wallet};
 use sha2::{Digest, Sha256};
@@ -180,17 +180,20 @@ impl WalletCheck {
         report: &mut Report,
     ) -> StoreResult<(Totals, [u8; 32])> {
         let mut totals = Totals::default();
-        let (mut expected, mut chain, mut running) = (1u64, CHAIN_START, 0i128);
+        let (mut expected, mut head, mut running) = (1u64, ChainHead::START, 0i128);
         let mut after = None;
         loop {
             let page = store.list_entries(self.id, true, ENTRY_PAGE, after)?;
             for entry in &page.items {
                 report.entries += 1;
-                self.check_entry(entry, expected, &chain, running);
+                self.check_entry(entry, expected, &head, running);
                 // Re-anchored on what is stored, so one damaged entry is
                 // reported once, not again for every entry after it.
                 expected = entry.sequence.saturating_add(1);
-                chain = entry.hash;
+                head = ChainHead {
+                    hash: entry.hash,
+                    at: Some(entry.occurred_at),
+                };
                 running = i128::from(entry.balance_after.atomic());
                 let amount = i128::from(entry.amount.atomic());
                 totals.all += amount;
@@ -225,10 +228,16 @@ impl WalletCheck {
                 wallet.debt.atomic()
             ));
         }
-        Ok((totals, chain))
+        Ok((totals, head.hash))
     }
 
-    fn check_entry(&mut self, entry: &EntryRecord, expected: u64, chain: &[u8; 32], running: i128) {
+    fn check_entry(
+        &mut self,
+        entry: &EntryRecord,
+        expected: u64,
+        previous: &ChainHead,
+        running: i128,
+    ) {
         let name = ids::format(Kind::Entry, entry.id);
         if entry.wallet_id != self.id {
             self.problem(format!("entry {name} names another wallet"));
@@ -239,10 +248,16 @@ impl WalletCheck {
                 entry.sequence
             ));
         }
-        if entry.chain(chain) != entry.hash {
+        if entry.chain(&previous.hash) != entry.hash {
             self.problem(format!(
                 "entry {name} (sequence {}) does not match its hash: it, or the entry before it, was changed or removed",
                 entry.sequence
+            ));
+        }
+        if let Some(before) = previous.at.filter(|before| entry.occurred_at < *before) {
+            self.problem(format!(
+                "entry {name} (sequence {}) is dated {} but the entry before it {before}: a wallet's entries never go back in time, and history at an instant between them may read the wrong one",
+                entry.sequence, entry.occurred_at
             ));
         }
         let after = running + i128::from(entry.amount.atomic());

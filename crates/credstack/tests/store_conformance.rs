@@ -443,8 +443,8 @@ fn wallets_load_update_and_come_due(store: &mut dyn Store) {
     assert_eq!(
         many,
         vec![
-            (info.clone(), wallet.clone(), CHAIN_START),
-            (other.clone(), other_loaded, CHAIN_START)
+            (info.clone(), wallet.clone(), ChainHead::START),
+            (other.clone(), other_loaded, ChainHead::START)
         ]
     );
     assert_eq!(store.load_wallets(&[]).unwrap(), vec![]);
@@ -770,10 +770,17 @@ fn entries_keep_their_hash_chain(store: &mut dyn Store) {
     moved.sequence = 4;
     assert_ne!(moved.chain(&entries[1].hash), entries[2].hash);
     assert_ne!(entries[2].chain(&entries[0].hash), entries[2].hash);
-    // A wallet loads with its last entry's hash, which the next one chains from.
+    // A wallet loads with its last entry's hash, which the next one chains
+    // from, and its instant, which the next one may not precede.
     let loaded = store.load_wallets(&[info.id]).unwrap();
     assert_eq!(loaded.len(), 1);
-    assert_eq!(loaded[0].2, entries[4].hash);
+    assert_eq!(
+        loaded[0].2,
+        ChainHead {
+            hash: entries[4].hash,
+            at: Some(entries[4].occurred_at)
+        }
+    );
 }
 
 fn a_snapshot_sees_one_state(store: &mut dyn Store, other: &mut dyn Store) {
@@ -848,12 +855,20 @@ fn entries_list_and_answer_point_in_time_queries(store: &mut dyn Store) {
     // Entry n occurs at base + 10n seconds.
     assert_eq!(store.balance_at(info.id, at(5)).unwrap(), amount(0));
     assert_eq!(store.balance_at(info.id, at(10)).unwrap(), amount(1_000));
+    assert_eq!(store.balance_at(info.id, at(20)).unwrap(), amount(1_200));
     assert_eq!(store.balance_at(info.id, at(35)).unwrap(), amount(1_050));
+    assert_eq!(store.balance_at(info.id, at(49)).unwrap(), amount(1_020));
+    assert_eq!(store.balance_at(info.id, at(50)).unwrap(), amount(620));
+    assert_eq!(store.balance_at(id(99), at(50)).unwrap(), amount(0));
     assert_eq!(store.balance_at(info.id, at(1_000)).unwrap(), amount(620));
     assert_eq!(store.grant_remainders_at(info.id, at(5)).unwrap(), vec![]);
     assert_eq!(
         store.grant_remainders_at(info.id, at(30)).unwrap(),
         vec![(id(10), amount(1_000)), (id(11), amount(50))]
+    );
+    assert_eq!(
+        store.grant_remainders_at(info.id, at(10)).unwrap(),
+        vec![(id(10), amount(1_000))]
     );
     assert_eq!(
         store.grant_remainders_at(info.id, at(50)).unwrap(),

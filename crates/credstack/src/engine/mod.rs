@@ -358,8 +358,8 @@ struct Cached {
     info: WalletInfo,
     wallet: Wallet,
     version: i64,
-    /// The hash of the wallet's last entry, which its next entry chains from.
-    chain: [u8; 32],
+    /// The wallet's last entry, which its next entry follows.
+    chain: ChainHead,
 }
 
 struct Writer {
@@ -1205,7 +1205,7 @@ impl Writer {
             info: info.clone(),
             wallet,
             version: 0,
-            chain: CHAIN_START,
+            chain: ChainHead::START,
         };
         self.wallets.insert(info.id, cached);
         self.wallet_view(info.id, now)
@@ -1468,8 +1468,7 @@ impl Writer {
                 },
                 hash: CHAIN_START,
             };
-            record.hash = record.chain(&cached.chain);
-            cached.chain = record.hash;
+            record.append_to(&mut cached.chain);
             self.pending.entries.push(record);
         }
         for grant in &changes.finished_grants {

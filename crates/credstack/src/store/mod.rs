@@ -38,6 +38,30 @@ pub struct StoreError {
 
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
+/// The sequence of a wallet's last entry at or before `at` (0 when its first
+/// is later), among its entries `1..=last`, by bisection: `occurred_at`
+/// reads one entry's instant, about log2(last) times. Sound because a
+/// wallet's entries never go back in time ([`EntryRecord::append_to`]),
+/// which is what lets the stores keep no index of entries by time.
+pub fn last_sequence_at<E>(
+    last: u64,
+    at: Instant,
+    mut occurred_at: impl FnMut(u64) -> Result<Instant, E>,
+) -> Result<u64, E> {
+    // Entry `low` is at or before `at` (0 stands before the first); every
+    // entry after `high` is later.
+    let (mut low, mut high) = (0, last);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        if occurred_at(middle)? <= at {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(low)
+}
+
 impl From<rusqlite::Error> for StoreError {
     /// Nothing is worth running again on SQLite: one process writes, under
     /// `BEGIN IMMEDIATE`, so a constraint violation is the same every time
@@ -146,9 +170,9 @@ store_api! {
     fn load_wallet(&mut self, id: u128) -> Option<(WalletInfo, Wallet)>;
     /// [`Store::load_wallet`] for many (unknown ids left out): three
     /// statements on PostgreSQL whatever their number.
-    /// Each with the hash of its last entry ([`CHAIN_START`] before its
-    /// first), which the wallet's next entry chains from.
-    fn load_wallets(&mut self, ids: &[u128]) -> Vec<(WalletInfo, Wallet, [u8; 32])>;
+    /// Each with its last entry's [`ChainHead`] ([`ChainHead::START`]
+    /// before its first), which the wallet's next entry follows.
+    fn load_wallets(&mut self, ids: &[u128]) -> Vec<(WalletInfo, Wallet, ChainHead)>;
     fn insert_wallet(&mut self, info: &WalletInfo, wallet: &Wallet) -> ();
     /// Writes these wallets' balances and next events, adding one to each
     /// one's `version`, and these grants' states ([`Store::update_grant_state`]):
@@ -169,6 +193,8 @@ store_api! {
     /// table on PostgreSQL.
     fn insert_rows(&mut self, rows: &NewRows) -> ();
     fn list_entries(&mut self, wallet_id: u128, ascending: bool, limit: usize, starting_after: Option<u128>) -> Page<EntryRecord>;
+    /// The balance after the wallet's last entry at or before `at` (SPEC
+    /// rule 17), found by [`last_sequence_at`].
     fn balance_at(&mut self, wallet_id: u128, at: Instant) -> Amount;
     fn grant_remainders_at(&mut self, wallet_id: u128, at: Instant) -> Vec<(u128, Amount)>;
     fn api_keys(&mut self) -> Vec<ApiKey>;
@@ -207,4 +233,42 @@ store_api! {
     /// The saved place of this campaign's keyed call, removed as it is read.
     fn take_bulk_resume(&mut self, promotion_id: u128, key: &str) -> Option<BulkResume>;
     fn purge_bulk_resumes(&mut self, before: Instant, promotion_id: Option<u128>) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_sequence_at;
+    use chrono::{DateTime, Utc};
+    use proptest::prelude::*;
+
+    fn instant(seconds: i64) -> credstack_core::Instant {
+        DateTime::<Utc>::from_timestamp(seconds, 0).expect("in range")
+    }
+
+    proptest! {
+        /// Bisection finds what a scan finds: the last entry at or before
+        /// `at`, among entries in time order, ties and all.
+        #[test]
+        fn bisection_agrees_with_a_scan(
+            steps in proptest::collection::vec(0i64..3, 0..60),
+            at in -1i64..200,
+        ) {
+            let times: Vec<i64> = steps
+                .iter()
+                .scan(0, |t, step| {
+                    *t += step;
+                    Some(*t)
+                })
+                .collect();
+            let scanned = times.iter().rposition(|t| *t <= at).map_or(0, |i| i as u64 + 1);
+            let mut probes = 0;
+            let found = last_sequence_at(times.len() as u64, instant(at), |sequence| {
+                probes += 1;
+                Ok::<_, ()>(instant(times[sequence as usize - 1]))
+            })
+            .unwrap();
+            prop_assert_eq!(found, scanned);
+            prop_assert!(probes <= 7, "{} probes for {} entries", probes, times.len());
+        }
+    }
 }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres_schema_v4.sql"),
     include_str!("postgres_schema_v5.sql"),
     include_str!("postgres_schema_v6.sql"),
+    include_str!("postgres_schema_v7.sql"),
 ];
 
 /// The schema version a migrated database is at.
@@ -661,18 +662,20 @@ pub fn load_wallet(
 pub fn load_wallets(
     c: &mut impl GenericClient,
     ids: &[u128],
-) -> Result<Vec<(WalletInfo, Wallet, [u8; 32])>, postgres::Error> {
+) -> Result<Vec<(WalletInfo, Wallet, ChainHead)>, postgres::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let keys: Vec<Vec<u8>> = ids.iter().map(|&id| id_bytes(id)).collect();
-    let mut wallets: Vec<(WalletInfo, Wallet, [u8; 32])> = all(
+    let mut wallets: Vec<(WalletInfo, Wallet, ChainHead)> = all(
         c,
         &format!(
             "SELECT {WALLET_INFO_COLUMNS}, overdraft_limit, debt, balance, last_sequence,
-                (SELECT e.hash FROM entries e WHERE e.wallet_id = wallets.id
-                 ORDER BY e.sequence DESC LIMIT 1)
-             FROM wallets WHERE id = ANY($1)"
+                last.hash, last.occurred_at
+             FROM wallets LEFT JOIN LATERAL (
+                SELECT e.hash, e.occurred_at FROM entries e WHERE e.wallet_id = wallets.id
+                ORDER BY e.sequence DESC LIMIT 1) last ON true
+             WHERE id = ANY($1)"
         ),
         &[&keys],
         |row| {
@@ -685,12 +688,15 @@ pub fn load_wallets(
                 grants: Vec::new(),
                 holds: Vec::new(),
             };
-            let chain: Option<Checked<[u8; 32]>> = row.try_get(9)?;
-            Ok((
-                info,
-                wallet,
-                chain.map_or(CHAIN_START, |Checked(hash)| hash),
-            ))
+            let hash: Option<Checked<[u8; 32]>> = row.try_get(9)?;
+            let head = match hash {
+                None => ChainHead::START,
+                Some(Checked(hash)) => ChainHead {
+                    hash,
+                    at: opt_instant_col(row, 10)?,
+                },
+            };
+            Ok((info, wallet, head))
         },
     )?;
     let position: std::collections::HashMap<u128, usize> = wallets
@@ -1150,17 +1156,44 @@ pub fn list_entries(
     Ok(Page { items, has_more })
 }
 
+/// The sequence of the wallet's last entry at or before `at` (0 if none).
+fn last_sequence_at(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+    at: Instant,
+) -> Result<u64, postgres::Error> {
+    let wallet = id_bytes(wallet_id);
+    let last: Option<i64> = one(
+        c,
+        "SELECT max(sequence) FROM entries WHERE wallet_id = $1",
+        &[&wallet],
+        |row| row.try_get(0),
+    )?
+    .flatten();
+    super::last_sequence_at(last.unwrap_or(0) as u64, at, |sequence| {
+        // Always one row: a gap in the sequences reads as NULL, which
+        // `instant_col` refuses (unexpected null) rather than guess.
+        let found = one(
+            c,
+            "SELECT (SELECT occurred_at FROM entries WHERE wallet_id = $1 AND sequence = $2)",
+            &[&wallet, &(sequence as i64)],
+            |row| instant_col(row, 0),
+        )?;
+        Ok(found.expect("a scalar subquery answers one row"))
+    })
+}
+
 /// The balance after the last entry at or before `at` (SPEC rule 17).
 pub fn balance_at(
     c: &mut impl GenericClient,
     wallet_id: u128,
     at: Instant,
 ) -> Result<Amount, postgres::Error> {
+    let sequence = last_sequence_at(c, wallet_id, at)? as i64;
     let value: Option<i64> = one(
         c,
-        "SELECT balance_after FROM entries WHERE wallet_id = $1 AND occurred_at <= $2
-         ORDER BY occurred_at DESC, sequence DESC LIMIT 1",
-        &[&id_bytes(wallet_id), &micros(at)],
+        "SELECT balance_after FROM entries WHERE wallet_id = $1 AND sequence = $2",
+        &[&id_bytes(wallet_id), &sequence],
         |row| row.try_get(0),
     )?;
     Ok(Amount::from_atomic(value.unwrap_or(0)))
@@ -1172,12 +1205,13 @@ pub fn grant_remainders_at(
     wallet_id: u128,
     at: Instant,
 ) -> Result<Vec<(u128, Amount)>, postgres::Error> {
+    let sequence = last_sequence_at(c, wallet_id, at)? as i64;
     all(
         c,
         "SELECT grant_id, sum(amount)::bigint FROM entries
-         WHERE wallet_id = $1 AND occurred_at <= $2 AND grant_id IS NOT NULL
+         WHERE wallet_id = $1 AND sequence <= $2 AND grant_id IS NOT NULL
          GROUP BY grant_id ORDER BY grant_id",
-        &[&id_bytes(wallet_id), &micros(at)],
+        &[&id_bytes(wallet_id), &sequence],
         |row| Ok((id_col(row, 0)?, amount_col(row, 1)?)),
     )
 }

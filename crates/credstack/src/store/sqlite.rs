@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v9.sql"),
     include_str!("schema_v10.sql"),
     include_str!("schema_v11.sql"),
+    include_str!("schema_v12.sql"),
 ];
 
 /// The version whose migration adds entry hashes, which existing entries
@@ -517,30 +518,36 @@ pub fn load_wallet(c: &Connection, id: u128) -> rusqlite::Result<Option<(WalletI
 pub fn load_wallets(
     c: &Connection,
     ids: &[u128],
-) -> rusqlite::Result<Vec<(WalletInfo, Wallet, [u8; 32])>> {
+) -> rusqlite::Result<Vec<(WalletInfo, Wallet, ChainHead)>> {
     let mut wallets = Vec::with_capacity(ids.len());
     for &id in ids {
         if let Some((info, wallet)) = load_wallet(c, id)? {
-            let chain = chain_head(c, id)?;
-            wallets.push((info, wallet, chain));
+            let head = chain_head(c, id)?;
+            wallets.push((info, wallet, head));
         }
     }
     Ok(wallets)
 }
 
-/// The hash of the wallet's last entry ([`CHAIN_START`] before its first).
-fn chain_head(c: &Connection, wallet_id: u128) -> rusqlite::Result<[u8; 32]> {
-    let hash: Option<Vec<u8>> = c
+/// The wallet's last entry's hash and instant ([`ChainHead::START`] before its first).
+fn chain_head(c: &Connection, wallet_id: u128) -> rusqlite::Result<ChainHead> {
+    let last: Option<(Vec<u8>, i64)> = c
         .prepare_cached(
-            "SELECT hash FROM entries WHERE wallet_id = ? ORDER BY sequence DESC LIMIT 1",
+            "SELECT hash, occurred_at FROM entries WHERE wallet_id = ?
+             ORDER BY sequence DESC LIMIT 1",
         )?
-        .query_row([ids::to_bytes(wallet_id)], |row| row.get(0))
+        .query_row([ids::to_bytes(wallet_id)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
-    match hash {
-        None => Ok(CHAIN_START),
-        Some(bytes) => bytes
-            .try_into()
-            .map_err(|_| unreadable(0, "stored entry hash is not 32 bytes")),
+    match last {
+        None => Ok(ChainHead::START),
+        Some((bytes, at)) => Ok(ChainHead {
+            hash: bytes
+                .try_into()
+                .map_err(|_| unreadable(0, "stored entry hash is not 32 bytes"))?,
+            at: Some(instant(at)),
+        }),
     }
 }
 
@@ -1105,14 +1112,29 @@ pub fn list_entries(
     Ok(Page { items, has_more })
 }
 
+/// The sequence of the wallet's last entry at or before `at` (0 if none).
+fn last_sequence_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::Result<u64> {
+    let wallet = ids::to_bytes(wallet_id);
+    let last: Option<u64> = c
+        .prepare_cached("SELECT max(sequence) FROM entries WHERE wallet_id = ?")?
+        .query_row([wallet], |row| row.get(0))?;
+    let mut probe =
+        c.prepare_cached("SELECT occurred_at FROM entries WHERE wallet_id = ? AND sequence = ?")?;
+    super::last_sequence_at(last.unwrap_or(0), at, |sequence| {
+        probe
+            .query_row(params![wallet, sequence as i64], |row| row.get::<_, i64>(0))
+            .optional()?
+            .map(instant)
+            .ok_or_else(|| unreadable(0, "a wallet's entry sequences have a gap"))
+    })
+}
+
 /// The balance after the last entry at or before `at` (SPEC rule 17).
 pub fn balance_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::Result<Amount> {
+    let sequence = last_sequence_at(c, wallet_id, at)?;
     let value: Option<i64> = c
-        .prepare_cached(
-            "SELECT balance_after FROM entries WHERE wallet_id = ? AND occurred_at <= ?
-             ORDER BY occurred_at DESC, sequence DESC LIMIT 1",
-        )?
-        .query_row(params![ids::to_bytes(wallet_id), micros(at)], |row| {
+        .prepare_cached("SELECT balance_after FROM entries WHERE wallet_id = ? AND sequence = ?")?
+        .query_row(params![ids::to_bytes(wallet_id), sequence as i64], |row| {
             row.get(0)
         })
         .optional()?;
@@ -1125,12 +1147,13 @@ pub fn grant_remainders_at(
     wallet_id: u128,
     at: Instant,
 ) -> rusqlite::Result<Vec<(u128, Amount)>> {
+    let sequence = last_sequence_at(c, wallet_id, at)?;
     c.prepare_cached(
         "SELECT grant_id, sum(amount) FROM entries
-         WHERE wallet_id = ? AND occurred_at <= ? AND grant_id IS NOT NULL
+         WHERE wallet_id = ? AND sequence <= ? AND grant_id IS NOT NULL
          GROUP BY grant_id ORDER BY grant_id",
     )?
-    .query_map(params![ids::to_bytes(wallet_id), micros(at)], |row| {
+    .query_map(params![ids::to_bytes(wallet_id), sequence as i64], |row| {
         Ok((id_col(row, 0)?, amount_col(row, 1)?))
     })?
     .collect()
