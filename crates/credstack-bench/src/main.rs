@@ -219,9 +219,23 @@ fn open_on(backend: Backend) -> Ledger {
     .expect("open ledger")
 }
 
+/// An idempotency key as clients make them: a random UUID, so keys arrive
+/// in no order (a counter's keys would each land beside the last one).
+fn client_key() -> String {
+    let hex = format!("{:032x}", rand::random::<u128>());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// A keyed debit of 1 from `wallet`, through the ledger's Rust API.
-async fn debit(ledger: &Ledger, wallet: u128, n: u64) {
-    let key = format!("bench-{n}");
+async fn debit(ledger: &Ledger, wallet: u128, _n: u64) {
+    let key = client_key();
     let idempotency = Idempotency::new(key, &[b"debit", &wallet.to_be_bytes(), b"1"]);
     let request = Request::Debit(NewDebit {
         wallet_id: wallet,
@@ -333,7 +347,7 @@ async fn http_debits(wallet_count: usize, total: u64) -> Figure {
             let response = client
                 .post(url)
                 .bearer_auth(HTTP_KEY)
-                .header("Idempotency-Key", format!("http-{n}"))
+                .header("Idempotency-Key", client_key())
                 .json(&serde_json::json!({"amount": "1"}))
                 .send()
                 .await
@@ -362,7 +376,7 @@ async fn http_batch(wallet_count: usize, requests: u64) -> Figure {
                 serde_json::json!({
                     "wallet_id": wallets[pick(caller, n * ITEMS + i) as usize],
                     "amount": "1",
-                    "idempotency_key": format!("batch-{n}-{i}"),
+                    "idempotency_key": client_key(),
                 })
             })
             .collect();
@@ -505,22 +519,15 @@ async fn pg_debits(wallet_count: usize, total: u64) -> Vec<Figure> {
 
     let config = db.config.clone();
     let naive_uniform = tokio::task::spawn_blocking(move || {
-        naive::run(
-            &config,
-            "uniform",
-            64,
-            total,
-            Arc::new(move |n| 1 + mix(n) % count),
-        )
+        naive::run(&config, 64, total, Arc::new(move |n| 1 + mix(n) % count))
     })
     .await
     .unwrap();
     let config = db.config.clone();
-    let naive_hot = tokio::task::spawn_blocking(move || {
-        naive::run(&config, "hot", 64, total / 4, Arc::new(|_| 1))
-    })
-    .await
-    .unwrap();
+    let naive_hot =
+        tokio::task::spawn_blocking(move || naive::run(&config, 64, total / 4, Arc::new(|_| 1)))
+            .await
+            .unwrap();
     drop(ledger);
 
     let shape = format!("{wallet_count} wallets x 4 grants");

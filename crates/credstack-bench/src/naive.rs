@@ -57,10 +57,9 @@ pub fn seed(config: &postgres::Config, wallets: u64) {
 
 /// Runs `total` debits of 1 from `connections` threads, each on its own
 /// connection; `pick(n)` chooses the wallet (1-based) of debit `n`.
-/// `label` keeps this run's idempotency keys apart from other runs'.
+/// Each debit carries a client's random key ([`crate::client_key`]).
 pub fn run(
     config: &postgres::Config,
-    label: &'static str,
     connections: usize,
     total: u64,
     pick: Arc<dyn Fn(u64) -> u64 + Send + Sync>,
@@ -81,7 +80,7 @@ pub fn run(
                         return latencies;
                     }
                     let began = Instant::now();
-                    let key = format!("naive-{label}-{n}");
+                    let key = crate::client_key();
                     debit(&mut client, &statements, pick(n) as i64, 1, &key);
                     latencies.saturating_record((began.elapsed().as_micros() as u64).max(1));
                 }
