@@ -10,10 +10,10 @@
 
 mod common;
 
-use credstack::engine::{NewDebit, NewGrant, Outcome, Request};
+use credstack::engine::{NewDebit, Request};
 use credstack::ledger::{Backend, Config, Ledger};
 use credstack::records::EntryRecord;
-use credstack_core::{Instant, Purpose};
+use credstack_core::Instant;
 
 fn at(text: &str) -> Instant {
     text.parse().expect("an instant")
@@ -37,61 +37,6 @@ fn open(backend: Backend, now: &str) -> Ledger {
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
         }
     }
-}
-
-/// A wallet with a grant of 100 (its first entry, at the ledger's now).
-async fn wallet_with_a_grant(ledger: &Ledger) -> u128 {
-    let Outcome::CreditSystem(cs) = ledger
-        .execute(Request::CreateCreditSystem {
-            key: "tokens".into(),
-            name: "Tokens".into(),
-            unit: "token".into(),
-            scale: 0,
-        })
-        .await
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let Outcome::Customer(customer) = ledger
-        .execute(Request::CreateCustomer {
-            name: "Ada".into(),
-            email: None,
-            external_id: None,
-            metadata: Default::default(),
-        })
-        .await
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let Outcome::Wallet(wallet) = ledger
-        .execute(Request::CreateWallet {
-            customer_id: customer.id,
-            credit_system_id: cs.id,
-            overdraft_limit: None,
-        })
-        .await
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    ledger
-        .execute(Request::AddGrant(NewGrant {
-            wallet_id: wallet.info.id,
-            amount: "100".into(),
-            purpose: Purpose::Paid,
-            priority: None,
-            effective_at: None,
-            expires_at: None,
-            recurrence: None,
-            rollover_max: None,
-            description: None,
-            metadata: Default::default(),
-        }))
-        .await
-        .unwrap();
-    wallet.info.id
 }
 
 async fn debit(ledger: &Ledger, wallet_id: u128, amount: &str) {
@@ -149,7 +94,7 @@ async fn entries_follow_the_last_one_after_the_clock_stepped_back() {
     };
     let wallet_id = {
         let ledger = open(backend.clone(), LATER);
-        let wallet_id = wallet_with_a_grant(&ledger).await;
+        let wallet_id = common::wallet_with_a_grant(&ledger, "100").await;
         ledger.settle().await;
         wallet_id
     };
@@ -170,7 +115,7 @@ async fn a_node_behind_dates_its_entries_after_the_other_nodes() {
     };
     let ahead = open(backend.clone(), LATER);
     let behind = open(backend, EARLIER);
-    let wallet_id = wallet_with_a_grant(&ahead).await;
+    let wallet_id = common::wallet_with_a_grant(&ahead, "100").await;
     debit(&behind, wallet_id, "30").await;
     debit(&ahead, wallet_id, "5").await;
     check(&behind, wallet_id, 65).await;

@@ -207,56 +207,7 @@ async fn a_failed_commit_leaves_nothing_stale_in_memory() {
         .expect("open")
     };
     let (a, b) = (open(), open());
-    let Outcome::CreditSystem(cs) = a
-        .execute(Request::CreateCreditSystem {
-            key: "tokens".into(),
-            name: "Tokens".into(),
-            unit: "token".into(),
-            scale: 0,
-        })
-        .await
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let Outcome::Customer(customer) = a
-        .execute(Request::CreateCustomer {
-            name: "Ada".into(),
-            email: None,
-            external_id: None,
-            metadata: Default::default(),
-        })
-        .await
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let Outcome::Wallet(wallet) = a
-        .execute(Request::CreateWallet {
-            customer_id: customer.id,
-            credit_system_id: cs.id,
-            overdraft_limit: None,
-        })
-        .await
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let wallet = wallet.info.id;
-    a.execute(Request::AddGrant(credstack::engine::NewGrant {
-        wallet_id: wallet,
-        amount: "100".into(),
-        purpose: credstack_core::Purpose::Paid,
-        priority: None,
-        effective_at: None,
-        expires_at: None,
-        recurrence: None,
-        rollover_max: None,
-        description: None,
-        metadata: Default::default(),
-    }))
-    .await
-    .unwrap();
+    let wallet = common::wallet_with_a_grant(&a, "100").await;
     let debit = |amount: &str| {
         Request::Debit(NewDebit {
             wallet_id: wallet,

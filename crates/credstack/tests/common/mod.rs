@@ -706,3 +706,61 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.split(';').next().unwrap().to_string())
         .filter(|v| !v.is_empty())
 }
+
+/// Through the ledger's Rust API: a credit system, a customer and a wallet
+/// (scale 0), with a paid grant of `amount` (its first entry, at the
+/// ledger's now). Returns the wallet's id.
+pub async fn wallet_with_a_grant(ledger: &Ledger, amount: &str) -> u128 {
+    use credstack::engine::{NewGrant, Outcome, Request};
+    let Outcome::CreditSystem(cs) = ledger
+        .execute(Request::CreateCreditSystem {
+            key: "tokens".into(),
+            name: "Tokens".into(),
+            unit: "token".into(),
+            scale: 0,
+        })
+        .await
+        .unwrap()
+    else {
+        unreachable!("a credit system")
+    };
+    let Outcome::Customer(customer) = ledger
+        .execute(Request::CreateCustomer {
+            name: "Ada".into(),
+            email: None,
+            external_id: None,
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap()
+    else {
+        unreachable!("a customer")
+    };
+    let Outcome::Wallet(wallet) = ledger
+        .execute(Request::CreateWallet {
+            customer_id: customer.id,
+            credit_system_id: cs.id,
+            overdraft_limit: None,
+        })
+        .await
+        .unwrap()
+    else {
+        unreachable!("a wallet")
+    };
+    ledger
+        .execute(Request::AddGrant(NewGrant {
+            wallet_id: wallet.info.id,
+            amount: amount.into(),
+            purpose: credstack_core::Purpose::Paid,
+            priority: None,
+            effective_at: None,
+            expires_at: None,
+            recurrence: None,
+            rollover_max: None,
+            description: None,
+            metadata: Default::default(),
+        }))
+        .await
+        .unwrap();
+    wallet.info.id
+}
