@@ -234,7 +234,7 @@ fn client_key() -> String {
 }
 
 /// A keyed debit of 1 from `wallet`, through the ledger's Rust API.
-async fn debit(ledger: &Ledger, wallet: u128, _n: u64) {
+async fn debit(ledger: &Ledger, wallet: u128) {
     let key = client_key();
     let idempotency = Idempotency::new(key, &[b"debit", &wallet.to_be_bytes(), b"1"]);
     let request = Request::Debit(NewDebit {
@@ -276,7 +276,7 @@ async fn engine_debits(workload: &'static str, wallet_count: usize, total: u64) 
     let measured = drive(256, total, move |caller, n| {
         let ledger = driver.clone();
         let wallet = pick(caller, n);
-        async move { debit(&ledger, wallet, n).await }
+        async move { debit(&ledger, wallet).await }
     })
     .await;
     let notes = format!(
@@ -506,14 +506,14 @@ async fn pg_debits(wallet_count: usize, total: u64) -> Vec<Figure> {
     let ours = drive(256, total, move |_, n| {
         let ledger = driver.clone();
         let wallet = uniform(n);
-        async move { debit(&ledger, wallet, n).await }
+        async move { debit(&ledger, wallet).await }
     })
     .await;
     let hot = wallets[0];
     let driver = ledger.clone();
-    let ours_hot = drive(256, total / 4, move |_, n| {
+    let ours_hot = drive(256, total / 4, move |_, _| {
         let ledger = driver.clone();
-        async move { debit(&ledger, hot, total + n).await }
+        async move { debit(&ledger, hot).await }
     })
     .await;
 

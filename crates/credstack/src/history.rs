@@ -56,8 +56,9 @@ pub async fn at(ledger: &Ledger, wallet_id: u128, at: Instant) -> Result<WalletV
             let Some(info) = c.wallet_info(wallet_id)? else {
                 return Ok(None);
             };
-            let balance = c.balance_at(wallet_id, at)?;
-            let remainders = c.grant_remainders_at(wallet_id, at)?;
+            let sequence = c.last_sequence_at(wallet_id, at)?;
+            let balance = c.balance_after(wallet_id, sequence)?;
+            let remainders = c.grant_remainders_through(wallet_id, sequence)?;
             let (_, now_state) = c.load_wallet(wallet_id)?.expect("wallet exists");
             let mut grants = Vec::new();
             for (grant_id, remaining) in remainders {

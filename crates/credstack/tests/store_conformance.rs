@@ -853,25 +853,28 @@ fn entries_list_and_answer_point_in_time_queries(store: &mut dyn Store) {
     assert!(!desc.has_more);
 
     // Entry n occurs at base + 10n seconds.
-    assert_eq!(store.balance_at(info.id, at(5)).unwrap(), amount(0));
-    assert_eq!(store.balance_at(info.id, at(10)).unwrap(), amount(1_000));
-    assert_eq!(store.balance_at(info.id, at(20)).unwrap(), amount(1_200));
-    assert_eq!(store.balance_at(info.id, at(35)).unwrap(), amount(1_050));
-    assert_eq!(store.balance_at(info.id, at(49)).unwrap(), amount(1_020));
-    assert_eq!(store.balance_at(info.id, at(50)).unwrap(), amount(620));
-    assert_eq!(store.balance_at(id(99), at(50)).unwrap(), amount(0));
-    assert_eq!(store.balance_at(info.id, at(1_000)).unwrap(), amount(620));
-    assert_eq!(store.grant_remainders_at(info.id, at(5)).unwrap(), vec![]);
+    assert_eq!(store.last_sequence_at(info.id, at(5)).unwrap(), 0);
+    assert_eq!(store.last_sequence_at(info.id, at(35)).unwrap(), 3);
+    assert_eq!(store.last_sequence_at(info.id, at(50)).unwrap(), 5);
+    assert_eq!(balance_at(store, info.id, at(5)).unwrap(), amount(0));
+    assert_eq!(balance_at(store, info.id, at(10)).unwrap(), amount(1_000));
+    assert_eq!(balance_at(store, info.id, at(20)).unwrap(), amount(1_200));
+    assert_eq!(balance_at(store, info.id, at(35)).unwrap(), amount(1_050));
+    assert_eq!(balance_at(store, info.id, at(49)).unwrap(), amount(1_020));
+    assert_eq!(balance_at(store, info.id, at(50)).unwrap(), amount(620));
+    assert_eq!(balance_at(store, id(99), at(50)).unwrap(), amount(0));
+    assert_eq!(balance_at(store, info.id, at(1_000)).unwrap(), amount(620));
+    assert_eq!(remainders_at(store, info.id, at(5)).unwrap(), vec![]);
     assert_eq!(
-        store.grant_remainders_at(info.id, at(30)).unwrap(),
+        remainders_at(store, info.id, at(30)).unwrap(),
         vec![(id(10), amount(1_000)), (id(11), amount(50))]
     );
     assert_eq!(
-        store.grant_remainders_at(info.id, at(10)).unwrap(),
+        remainders_at(store, info.id, at(10)).unwrap(),
         vec![(id(10), amount(1_000))]
     );
     assert_eq!(
-        store.grant_remainders_at(info.id, at(50)).unwrap(),
+        remainders_at(store, info.id, at(50)).unwrap(),
         vec![(id(10), amount(600)), (id(11), amount(50))]
     );
 
@@ -1722,4 +1725,24 @@ fn bulk_runs_round_trip_under_the_campaign_lock(store: &mut dyn Store) {
     assert_eq!(store.bulk_run(id(10)).unwrap(), Some(taken_over));
     store.delete_bulk_run(id(10)).unwrap();
     assert_eq!(store.bulk_run(id(10)).unwrap(), None);
+}
+
+/// The balance at `at`, as history reads it (SPEC rule 17).
+fn balance_at(
+    store: &mut dyn Store,
+    wallet_id: u128,
+    at: Instant,
+) -> credstack::store::StoreResult<Amount> {
+    let sequence = store.last_sequence_at(wallet_id, at)?;
+    store.balance_after(wallet_id, sequence)
+}
+
+/// Each grant's remainder at `at`, as history reads it (SPEC rule 17).
+fn remainders_at(
+    store: &mut dyn Store,
+    wallet_id: u128,
+    at: Instant,
+) -> credstack::store::StoreResult<Vec<(u128, Amount)>> {
+    let sequence = store.last_sequence_at(wallet_id, at)?;
+    store.grant_remainders_through(wallet_id, sequence)
 }

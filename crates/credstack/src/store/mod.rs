@@ -193,10 +193,13 @@ store_api! {
     /// table on PostgreSQL.
     fn insert_rows(&mut self, rows: &NewRows) -> ();
     fn list_entries(&mut self, wallet_id: u128, ascending: bool, limit: usize, starting_after: Option<u128>) -> Page<EntryRecord>;
-    /// The balance after the wallet's last entry at or before `at` (SPEC
-    /// rule 17), found by [`last_sequence_at`].
-    fn balance_at(&mut self, wallet_id: u128, at: Instant) -> Amount;
-    fn grant_remainders_at(&mut self, wallet_id: u128, at: Instant) -> Vec<(u128, Amount)>;
+    /// The sequence of the wallet's last entry at or before `at`, 0 if
+    /// none (SPEC rule 17), found by [`last_sequence_at`].
+    fn last_sequence_at(&mut self, wallet_id: u128, at: Instant) -> u64;
+    /// The balance after entry `sequence` (0 before the first).
+    fn balance_after(&mut self, wallet_id: u128, sequence: u64) -> Amount;
+    /// Each grant's remainder after entry `sequence`: the sum of its entries.
+    fn grant_remainders_through(&mut self, wallet_id: u128, sequence: u64) -> Vec<(u128, Amount)>;
     fn api_keys(&mut self) -> Vec<ApiKey>;
     fn list_api_keys(&mut self, limit: usize, starting_after: Option<u128>) -> Page<ApiKey>;
     fn insert_api_key(&mut self, key: &ApiKey) -> ();

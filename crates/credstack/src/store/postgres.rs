@@ -1157,7 +1157,7 @@ pub fn list_entries(
 }
 
 /// The sequence of the wallet's last entry at or before `at` (0 if none).
-fn last_sequence_at(
+pub fn last_sequence_at(
     c: &mut impl GenericClient,
     wallet_id: u128,
     at: Instant,
@@ -1183,13 +1183,13 @@ fn last_sequence_at(
     })
 }
 
-/// The balance after the last entry at or before `at` (SPEC rule 17).
-pub fn balance_at(
+/// The balance after entry `sequence` (0 before the first).
+pub fn balance_after(
     c: &mut impl GenericClient,
     wallet_id: u128,
-    at: Instant,
+    sequence: u64,
 ) -> Result<Amount, postgres::Error> {
-    let sequence = last_sequence_at(c, wallet_id, at)? as i64;
+    let sequence = sequence as i64;
     let value: Option<i64> = one(
         c,
         "SELECT balance_after FROM entries WHERE wallet_id = $1 AND sequence = $2",
@@ -1199,13 +1199,13 @@ pub fn balance_at(
     Ok(Amount::from_atomic(value.unwrap_or(0)))
 }
 
-/// Each grant's remainder at `at`, summed from its entries (SPEC rule 17).
-pub fn grant_remainders_at(
+/// Each grant's remainder after entry `sequence`, summed from its entries.
+pub fn grant_remainders_through(
     c: &mut impl GenericClient,
     wallet_id: u128,
-    at: Instant,
+    sequence: u64,
 ) -> Result<Vec<(u128, Amount)>, postgres::Error> {
-    let sequence = last_sequence_at(c, wallet_id, at)? as i64;
+    let sequence = sequence as i64;
     all(
         c,
         "SELECT grant_id, sum(amount)::bigint FROM entries

@@ -1114,7 +1114,7 @@ pub fn list_entries(
 }
 
 /// The sequence of the wallet's last entry at or before `at` (0 if none).
-fn last_sequence_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::Result<u64> {
+pub fn last_sequence_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::Result<u64> {
     let wallet = ids::to_bytes(wallet_id);
     let last: Option<u64> = c
         .prepare_cached("SELECT max(sequence) FROM entries WHERE wallet_id = ?")?
@@ -1130,9 +1130,8 @@ fn last_sequence_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::R
     })
 }
 
-/// The balance after the last entry at or before `at` (SPEC rule 17).
-pub fn balance_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::Result<Amount> {
-    let sequence = last_sequence_at(c, wallet_id, at)?;
+/// The balance after entry `sequence` (0 before the first).
+pub fn balance_after(c: &Connection, wallet_id: u128, sequence: u64) -> rusqlite::Result<Amount> {
     let value: Option<i64> = c
         .prepare_cached("SELECT balance_after FROM entries WHERE wallet_id = ? AND sequence = ?")?
         .query_row(params![ids::to_bytes(wallet_id), sequence as i64], |row| {
@@ -1142,13 +1141,12 @@ pub fn balance_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlite::Res
     Ok(Amount::from_atomic(value.unwrap_or(0)))
 }
 
-/// Each grant's remainder at `at`, summed from its entries (SPEC rule 17).
-pub fn grant_remainders_at(
+/// Each grant's remainder after entry `sequence`, summed from its entries.
+pub fn grant_remainders_through(
     c: &Connection,
     wallet_id: u128,
-    at: Instant,
+    sequence: u64,
 ) -> rusqlite::Result<Vec<(u128, Amount)>> {
-    let sequence = last_sequence_at(c, wallet_id, at)?;
     c.prepare_cached(
         "SELECT grant_id, sum(amount) FROM entries
          WHERE wallet_id = ? AND sequence <= ? AND grant_id IS NOT NULL
