@@ -6,10 +6,11 @@
 //! destination, flushed to disk, then renamed into place, so a backup cut
 //! off half way never looks like a whole one; then it is verified
 //! ([`crate::verify`]) before the command reports success. A restore copies
-//! a backup into a data directory that holds no store yet, the same way.
+//! a backup into a data directory that holds no store yet, nor a journal
+//! (whose batches belong to another store), the same way.
 
 use crate::ledger::database_path;
-use crate::store::sqlite;
+use crate::store::{journal, sqlite};
 use crate::verify::{self, Report};
 use std::path::{Path, PathBuf};
 
@@ -66,11 +67,15 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<PathBuf, String> {
         return Err(format!("no backup file at {}", backup.display()));
     }
     let target = database_path(data_dir);
-    for existing in [
-        target.clone(),
-        with_suffix(&target, "-wal"),
-        with_suffix(&target, "-shm"),
-    ] {
+    // A journal left by another store would be merged into this one.
+    let files = [target.clone(), journal::path(data_dir)];
+    for existing in files.iter().flat_map(|file| {
+        [
+            file.clone(),
+            with_suffix(file, "-wal"),
+            with_suffix(file, "-shm"),
+        ]
+    }) {
         if existing.exists() {
             return Err(format!(
                 "{} exists: restore into a data directory without a store",

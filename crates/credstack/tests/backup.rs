@@ -109,6 +109,21 @@ async fn an_online_backup_is_a_consistent_prefix_of_the_live_ledger() {
     let (code, text) = run(&["restore", "--from", path(&file), "--data", path(&restored)]);
     assert_eq!(code, 1, "a restore never overwrites a store: {text}");
     assert!(text.contains("exists"), "{text}");
+    // Nor does it restore beside another store's journal, whose batches
+    // the first start would merge into the restored store.
+    let beside_a_journal = dir.path().join("beside-a-journal");
+    std::fs::create_dir_all(&beside_a_journal).unwrap();
+    std::fs::write(beside_a_journal.join("journal.db"), b"").unwrap();
+    let (code, text) = run(&[
+        "restore",
+        "--from",
+        path(&file),
+        "--data",
+        path(&beside_a_journal),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("journal.db exists"), "{text}");
+    assert!(!beside_a_journal.join("credstack.db").exists());
     let (code, text) = run(&["verify", "--data", path(&restored)]);
     assert_eq!(code, 0, "{text}");
 
