@@ -64,7 +64,7 @@ async fn console_sign_in_refuses_a_wrong_key_and_signs_out() {
     browser.screenshot("sign-in").await;
     browser.fill("#api_key", "csk_not_a_key").await;
     browser
-        .click("form[action='/login'] button[type=submit]")
+        .submit("form[action='/login'] button[type=submit]")
         .await;
     browser.wait_for_text("That is not an admin API key.").await;
     let usage = server
@@ -74,12 +74,12 @@ async fn console_sign_in_refuses_a_wrong_key_and_signs_out() {
         .str("secret");
     browser.fill("#api_key", &usage).await;
     browser
-        .click("form[action='/login'] button[type=submit]")
+        .submit("form[action='/login'] button[type=submit]")
         .await;
     browser.wait_for_text("That is not an admin API key.").await;
     browser.fill("#api_key", ADMIN_KEY).await;
     browser
-        .click("form[action='/login'] button[type=submit]")
+        .submit("form[action='/login'] button[type=submit]")
         .await;
     browser.find("nav.sidebar").await;
     assert_eq!(

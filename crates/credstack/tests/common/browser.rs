@@ -111,6 +111,29 @@ impl Browser {
         }
     }
 
+    /// Clicks a button that submits a form the browser posts (a page load,
+    /// not a partial update), and waits for the next page to replace this
+    /// one: a check that follows reads the answer, never the page it left
+    /// (which may show the same text, or be replaced mid-read).
+    pub async fn submit(&self, css: &str) {
+        let page = self.find("html").await;
+        self.click(css).await;
+        for _ in 0..100 {
+            match page.attr("lang").await {
+                Err(error)
+                    if error.to_string().contains("stale element")
+                        || error
+                            .to_string()
+                            .contains("does not belong to the document") =>
+                {
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("submitting with {css} never loaded a new page");
+    }
+
     pub async fn fill(&self, css: &str, text: &str) {
         let element = self.find(css).await;
         element
@@ -189,7 +212,7 @@ impl Browser {
         self.goto(&format!("{base}/login?next=/credit-systems"))
             .await;
         self.fill("#api_key", key).await;
-        self.click("form[action='/login'] button[type=submit]")
+        self.submit("form[action='/login'] button[type=submit]")
             .await;
         self.find("nav.sidebar").await;
     }
