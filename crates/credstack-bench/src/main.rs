@@ -343,8 +343,9 @@ async fn merged(ledger: &Ledger, work: impl Future<Output = Measured>) -> (Measu
     let mut measured = work.await;
     let answered = started.elapsed();
     ledger.settle().await;
-    measured.seconds = started.elapsed().as_secs_f64();
-    (measured, (started.elapsed() - answered).as_secs_f64())
+    let all = started.elapsed();
+    measured.seconds = all.as_secs_f64();
+    (measured, (all - answered).as_secs_f64())
 }
 
 /// Single keyed debits over HTTP to a real server, 64 keep-alive connections.
