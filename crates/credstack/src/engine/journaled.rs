@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// transactions grow (a page a merge dirties carries more debits), and a
 /// backlog is what lets them grow. With 256 batches and 262,144 statements
 /// the writer waited on nearly every merge and the merger took small ones:
-/// ~49,000 debits/s and a p99 of ~180 ms, against ~70,000/s and ~6 ms here.
+/// ~49,000 debits/s and a p99 of ~190 ms, against ~70,000/s and ~5 ms here.
 pub const LAG_MAX: u64 = 1024;
 
 /// How many statements committed batches may hold unmerged before the

@@ -103,7 +103,7 @@ impl Browser {
         for attempt in 0.. {
             match self.find(css).await.click().await {
                 Ok(()) => return,
-                Err(error) if attempt < 20 && error.to_string().contains("stale element") => {
+                Err(error) if attempt < 20 && replaced(&error) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => panic!("click {css}: {error}"),
@@ -120,14 +120,7 @@ impl Browser {
         self.click(css).await;
         for _ in 0..100 {
             match page.attr("lang").await {
-                Err(error)
-                    if error.to_string().contains("stale element")
-                        || error
-                            .to_string()
-                            .contains("does not belong to the document") =>
-                {
-                    return;
-                }
+                Err(error) if replaced(&error) => return,
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -216,4 +209,11 @@ impl Browser {
             .await;
         self.find("nav.sidebar").await;
     }
+}
+
+/// Whether WebDriver refused an element because the page replaced it since
+/// it was found (Chromium says so in one of two ways).
+fn replaced(error: &fantoccini::error::CmdError) -> bool {
+    let text = error.to_string();
+    text.contains("stale element") || text.contains("does not belong to the document")
 }
