@@ -46,7 +46,9 @@ async fn an_online_backup_is_a_consistent_prefix_of_the_live_ledger() {
     if common::ON_POSTGRES {
         return;
     }
-    let server = Arc::new(Server::start().await);
+    // At the real time: the restored server runs on the system clock, and
+    // would find keys made on the simulated one past their keeping time.
+    let server = Arc::new(Server::start_at(&chrono::Utc::now().to_rfc3339()).await);
     let system = server.credit_system("tokens", 0).await;
     let mut wallets = Vec::new();
     for _ in 0..6 {
@@ -71,6 +73,16 @@ async fn an_online_backup_is_a_consistent_prefix_of_the_live_ledger() {
     while written.load(Ordering::Relaxed) < 200 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // Keyed debits, one taken and one refused, that the backup will hold.
+    let debits = format!("/v1/wallets/{}/debits", wallets[0]);
+    let taken = server
+        .post_key(&debits, json!({"amount": "7"}), "backup-taken")
+        .await;
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    let refused = server
+        .post_key(&debits, json!({"amount": "999999999"}), "backup-refused")
+        .await;
+    assert_eq!(refused.status, 402, "{}", refused.body);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credstack.backup");
     let out = ["--out", path(&file)];
@@ -158,6 +170,24 @@ async fn an_online_backup_is_a_consistent_prefix_of_the_live_ledger() {
         let expected = entries.last().unwrap().balance_after.atomic().to_string();
         assert_eq!(balance["balance"], expected.as_str(), "{balance}");
     }
+    // The backup holds the idempotency keys: a retry of a backed-up debit
+    // replays its first answer, and the taken one is not taken twice.
+    let before = client.balance(&wallets[0]).await;
+    for (key, amount, first) in [
+        ("backup-taken", "7", &taken),
+        ("backup-refused", "999999999", &refused),
+    ] {
+        let again = client
+            .post_key(&debits, json!({"amount": amount}), key)
+            .await;
+        assert_eq!(again.status, first.status, "{}", again.body);
+        assert_eq!(again.body, first.body);
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+    }
+    assert_eq!(
+        client.balance(&wallets[0]).await["balance"],
+        before["balance"]
+    );
 }
 
 #[test]
