@@ -27,6 +27,7 @@ const WORKLOADS: &[&str] = &[
     "http-batch",
     "promo-grant-all",
     "pg-debits",
+    "nats-usage",
     "memory",
     "restart",
 ];
@@ -117,6 +118,9 @@ fn main() {
                 vec![runtime.block_on(promo_grant_all(wallets(10_000, 1_000_000)))]
             }
             "pg-debits" => runtime.block_on(pg_debits(wallets(1_000, 20_000), ops(5_000, 200_000))),
+            "nats-usage" => {
+                runtime.block_on(nats_usage(wallets(1_000, 10_000), ops(5_000, 200_000)))
+            }
             "memory" => vec![runtime.block_on(memory(wallets(20_000, 1_000_000)))],
             "restart" => vec![runtime.block_on(restart(ops(100_000, 10_000_000)))],
             other => unreachable!("checked in parse_args: {other}"),
@@ -433,6 +437,100 @@ async fn http_batch(wallet_count: usize, requests: u64) -> Figure {
         "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s), 1,000 items per request, 4 requests in flight; p50/p99 per request; until merged ({settled:.2} s after the last answer)"
     );
     Figure::from("http-batch", &debits, notes)
+}
+
+/// Usage messages from NATS JetStream (`serve --nats-url`): `total` keyed
+/// debits of 1 published to a fresh stream (acknowledged by JetStream, 1,000
+/// in flight), consumed by the ledger's usage consumer, timed from the first
+/// publish until every message is acknowledged and merged. Runs when a NATS
+/// server answers at `NATS_URL` (default `nats://127.0.0.1:4222`).
+async fn nats_usage(wallet_count: usize, total: u64) -> Vec<Figure> {
+    use async_nats::jetstream;
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let Ok(client) = async_nats::connect(&url).await else {
+        eprintln!("nats-usage: skipped, no NATS server at {url}");
+        return Vec::new();
+    };
+    let js = jetstream::new(client);
+    let (ledger, _data) = open_ledger();
+    let cs = seed::credit_system(&ledger).await;
+    let seeding = Instant::now();
+    let wallets = seed::wallets(&ledger, cs, wallet_count, true).await;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    let suffix = format!("{:016x}", rand::random::<u64>());
+    let config = credstack::usage::UsageConfig {
+        url,
+        stream: format!("BENCH_USAGE_{suffix}"),
+        subject: format!("bench.usage.{suffix}"),
+        consumer: "credstack".into(),
+        dead_letter_subject: format!("bench.usage.{suffix}.dead"),
+        dead_letter_stream: format!("BENCH_USAGE_DEAD_{suffix}"),
+    };
+    let consume = credstack::usage::start(config.clone(), ledger.clone())
+        .await
+        .expect("start the usage consumer");
+    let consumer_task = tokio::spawn(consume);
+    let pick = zipf_picker(wallets);
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(1000);
+    for n in 0..total {
+        let wallet = ids::format(Kind::Wallet, pick(0, n));
+        let message = serde_json::json!({"wallet_id": wallet, "amount": "1", "idempotency_key": client_key()});
+        let ack = js
+            .publish(config.subject.clone(), message.to_string().into())
+            .await
+            .expect("publish");
+        acks.push(ack);
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored by JetStream");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored by JetStream");
+    }
+    let published = started.elapsed().as_secs_f64();
+    let stream = js.get_stream(&config.stream).await.expect("the stream");
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer("credstack")
+        .await
+        .expect("the consumer");
+    loop {
+        let info = consumer.info().await.expect("consumer info");
+        if info.num_pending == 0
+            && info.num_ack_pending == 0
+            && info.ack_floor.stream_sequence >= total
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    ledger.settle().await;
+    let seconds = started.elapsed().as_secs_f64();
+    consumer_task.abort();
+    let dead = stream_len(&js, &config.dead_letter_stream).await;
+    assert_eq!(dead, 0, "no usage refused");
+    js.delete_stream(&config.stream).await.ok();
+    js.delete_stream(&config.dead_letter_stream).await.ok();
+    vec![Figure {
+        workload: "nats-usage",
+        ops: total,
+        seconds,
+        p50_ms: None,
+        p99_ms: None,
+        baseline_ops_per_sec: None,
+        notes: format!(
+            "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s), Zipf s=1, keyed debits of 1 published in {published:.1} s, until acknowledged and merged"
+        ),
+    }]
+}
+
+async fn stream_len(js: &async_nats::jetstream::Context, name: &str) -> u64 {
+    match js.get_stream(name).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
+        Err(_) => 0,
+    }
 }
 
 /// A fresh database on the `DATABASE_URL` server, dropped with `Drop`.

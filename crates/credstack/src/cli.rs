@@ -122,9 +122,52 @@ pub struct ServeArgs {
     #[arg(long, env = "CREDSTACK_REQUEST_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,
+    /// Consume usage from this NATS server's JetStream
+    /// (`nats://127.0.0.1:4222`): each message on `--nats-subject` is
+    /// debited once (README, "Usage from NATS").
+    #[arg(long, env = "CREDSTACK_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream of usage messages, created when missing.
+    #[arg(long, env = "CREDSTACK_NATS_STREAM", default_value = "CREDSTACK_USAGE")]
+    pub nats_stream: String,
+    /// The subject usage is published on.
+    #[arg(
+        long,
+        env = "CREDSTACK_NATS_SUBJECT",
+        default_value = "credstack.usage"
+    )]
+    pub nats_subject: String,
+    /// The durable consumer's name (its progress is kept by JetStream).
+    #[arg(long, env = "CREDSTACK_NATS_CONSUMER", default_value = "credstack")]
+    pub nats_consumer: String,
+    /// Where refused usage goes, with the reason; kept in a stream of its own.
+    #[arg(
+        long,
+        env = "CREDSTACK_NATS_DEAD_LETTER_SUBJECT",
+        default_value = "credstack.usage.dead"
+    )]
+    pub nats_dead_letter_subject: String,
+    /// The stream that keeps the dead letters, created when missing.
+    #[arg(
+        long,
+        env = "CREDSTACK_NATS_DEAD_LETTER_STREAM",
+        default_value = "CREDSTACK_USAGE_DEAD"
+    )]
+    pub nats_dead_letter_stream: String,
 }
 
 impl ServeArgs {
+    fn usage(&self) -> Option<crate::usage::UsageConfig> {
+        self.nats_url.as_ref().map(|url| crate::usage::UsageConfig {
+            url: url.clone(),
+            stream: self.nats_stream.clone(),
+            subject: self.nats_subject.clone(),
+            consumer: self.nats_consumer.clone(),
+            dead_letter_subject: self.nats_dead_letter_subject.clone(),
+            dead_letter_stream: self.nats_dead_letter_stream.clone(),
+        })
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             rate_limit_per_key: self.rate_limit_per_key,
@@ -291,6 +334,16 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
             eprintln!("error: {message}");
             return std::process::ExitCode::FAILURE;
         }
+        let usage = match args.usage() {
+            None => None,
+            Some(config) => match crate::usage::start(config.clone(), ledger.clone()).await {
+                Ok(consume) => Some((config, consume)),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            },
+        };
         let listener = match tokio::net::TcpListener::bind(args.addr).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -311,6 +364,13 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
         }
         if ledger.clock().is_simulated() {
             println!("  clock:   simulated, at {}", ledger.now().to_rfc3339());
+        }
+        if let Some((config, consume)) = usage {
+            println!(
+                "  usage:   NATS {} stream {} subject {} (refused: {})",
+                config.url, config.stream, config.subject, config.dead_letter_subject
+            );
+            tokio::spawn(consume);
         }
         let limits = args.limits();
         match crate::server::run_with(listener, ledger, limits, crate::server::shutdown_signal())

@@ -194,7 +194,7 @@ impl Ledger {
 
     /// [`Ledger::read`] of what the journal never writes (which customers
     /// have wallets, say), which need not wait for the merger.
-    async fn read_unjournalled<T, F>(&self, query: F) -> Result<T>
+    pub async fn read_unjournalled<T, F>(&self, query: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,

@@ -20,4 +20,5 @@ pub mod metrics;
 pub mod records;
 pub mod server;
 pub mod store;
+pub mod usage;
 pub mod verify;
