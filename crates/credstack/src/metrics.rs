@@ -1,6 +1,7 @@
 //! What `/v1/metrics` reports, in the Prometheus text format: debits by
 //! outcome, HTTP requests and their latency by route, the writer's commits
-//! (requests per commit, time per commit) and the embedded journal's lag. One registry per
+//! (requests per commit, time per commit), the embedded journal's lag and the NATS usage
+//! consumer's messages and lag. One registry per
 //! `Ledger`, so servers in one process (the tests) count apart.
 
 use crate::engine::Reply;
@@ -48,6 +49,8 @@ pub struct Metrics {
     http_requests: Family<RequestLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     journal_unmerged: Gauge,
+    usage_messages: Family<OutcomeLabels, Counter>,
+    usage_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,9 +96,26 @@ impl Default for Metrics {
              into its tables (0 on PostgreSQL)",
             journal_unmerged.clone(),
         );
+        let usage_messages = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "usage_messages",
+            "NATS usage messages handled, by outcome: debited (or replayed), \
+             dead_lettered (refused, published with the reason) or retried (the store \
+             could not take it; delivered again)",
+            usage_messages.clone(),
+        );
+        let usage_pending = Gauge::default();
+        registry.register(
+            "usage_pending_messages",
+            "NATS usage messages in the stream not yet acknowledged by this consumer \
+             (its lag; refreshed every 5 s, 0 without --nats-url)",
+            usage_pending.clone(),
+        );
         Metrics {
             registry,
             journal_unmerged,
+            usage_messages,
+            usage_pending,
             debits,
             commit_requests,
             commit_seconds,
@@ -119,6 +139,19 @@ impl Metrics {
     pub fn journal_unmerged(&self, batches: u64) {
         self.journal_unmerged
             .set(i64::try_from(batches).unwrap_or(i64::MAX));
+    }
+
+    /// One NATS usage message handled: `debited`, `dead_lettered` or `retried`.
+    pub fn usage_message(&self, outcome: &'static str) {
+        self.usage_messages
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// The NATS usage consumer's lag, in messages.
+    pub fn usage_pending(&self, messages: u64) {
+        self.usage_pending
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
     }
 
     /// One writer commit of `requests` requests that took `took`.

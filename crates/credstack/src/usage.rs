@@ -55,6 +55,9 @@ const IN_FLIGHT_MAX: usize = 256;
 /// message again.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
+/// How often the consumer's lag is read for the metrics.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
 /// How long a message the store could not take waits before it is
 /// delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -117,7 +120,21 @@ pub async fn start(
         dead_letters = %config.dead_letter_subject,
         "consuming usage from NATS JetStream"
     );
+    tokio::spawn(watch_lag(consumer.clone(), ledger.clone()));
     Ok(consume(consumer, context, config, ledger))
+}
+
+/// Keeps the consumer's lag in the metrics (`usage_pending_messages`).
+async fn watch_lag(mut consumer: consumer::PullConsumer, ledger: Ledger) {
+    loop {
+        match consumer.info().await {
+            Ok(info) => ledger
+                .metrics()
+                .usage_pending(info.num_pending + info.num_ack_pending as u64),
+            Err(error) => tracing::debug!(%error, "NATS usage consumer: no consumer info"),
+        }
+        tokio::time::sleep(LAG_REFRESH).await;
+    }
 }
 
 async fn consume(
@@ -169,15 +186,26 @@ async fn handle(
     ledger: &Ledger,
 ) {
     let outcome = debit(&message.payload, ledger).await;
+    let metrics = ledger.metrics();
+    let retry = || {
+        metrics.usage_message("retried");
+        message.ack_with(AckKind::Nak(Some(RETRY_DELAY)))
+    };
     let acked = match outcome {
-        Outcome::Done => message.double_ack().await,
-        Outcome::Retry => message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await,
+        Outcome::Done => {
+            metrics.usage_message("debited");
+            message.double_ack().await
+        }
+        Outcome::Retry => retry().await,
         Outcome::Refused { status, error } => {
             match dead_letter(&message, status, error, context, config).await {
-                Ok(()) => message.double_ack().await,
+                Ok(()) => {
+                    metrics.usage_message("dead_lettered");
+                    message.double_ack().await
+                }
                 Err(error) => {
                     tracing::warn!(%error, "NATS usage consumer: cannot publish a dead letter");
-                    message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await
+                    retry().await
                 }
             }
         }

@@ -254,7 +254,44 @@ async fn usage_is_debited_once_and_refusals_are_dead_lettered() {
         .await;
     assert_eq!(replay.status, 200, "{}", replay.body);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
+    // The metrics count the messages by outcome, and the lag falls to 0.
+    let metrics = || async {
+        let response = client.get("/v1/metrics").await;
+        response.body.as_str().expect("a text body").to_string()
+    };
+    let text = metrics().await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"credstack_usage_messages_total{outcome="debited"}"#
+        ),
+        65.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"credstack_usage_messages_total{outcome="dead_lettered"}"#
+        ),
+        4.0
+    );
+    eventually("the consumer's lag to read 0", || async {
+        let text = metrics().await;
+        text.contains("credstack_usage_pending_messages ")
+            && sample(&text, "credstack_usage_pending_messages") == 0.0
+    })
+    .await;
     names.delete(&js).await;
+}
+
+/// A sample's value in the metrics text, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("a number"))
+        })
+        .unwrap_or(0.0)
 }
 
 #[tokio::test]
