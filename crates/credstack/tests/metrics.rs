@@ -6,19 +6,11 @@
 
 mod common;
 
-use common::{Server, assert_error};
+use common::{Server, assert_error, metric_sample as sample};
 use reqwest::Method;
 use serde_json::json;
 
 /// The value of the sample `name{labels}` (labels as printed), or 0.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().expect("a number"))
-        })
-        .unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn metrics_count_debits_requests_and_commits_exactly() {

@@ -8,8 +8,8 @@
 mod common;
 
 use async_nats::jetstream;
-use common::Server;
 use common::process::Process;
+use common::{Server, metric_sample as sample};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -80,6 +80,46 @@ impl Names {
     }
 }
 
+/// One test's NATS streams, data directory and server log; `None` (a
+/// skip) on PostgreSQL runs and, outside CI, without a NATS server.
+struct Setup {
+    js: jetstream::Context,
+    names: Names,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _log: common::process::LogOnFailure,
+}
+
+impl Setup {
+    async fn new() -> Option<Setup> {
+        if common::ON_POSTGRES {
+            return None;
+        }
+        let js = jetstream().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        Some(Setup {
+            js,
+            names: Names::new(),
+            data: dir.path().join("data"),
+            _log: common::process::LogOnFailure(log.clone()),
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// A `serve` consuming the test's stream, on `port` or a free one.
+    async fn serve(&self, port: Option<u16>) -> Process {
+        let data = self.data.to_str().unwrap();
+        let args = self.names.args(data);
+        match port {
+            Some(port) => Process::spawn_on(port, &args, KEY, &self.log).await,
+            None => Process::spawn(&args, KEY, &self.log).await,
+        }
+    }
+}
+
 async fn publish(js: &jetstream::Context, subject: &str, payload: String) {
     js.publish(subject.to_string(), payload.into())
         .await
@@ -137,19 +177,11 @@ async fn stream_messages(js: &jetstream::Context, stream: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn usage_is_debited_once_and_refusals_are_dead_lettered() {
-    if common::ON_POSTGRES {
-        return;
-    }
-    let Some(js) = jetstream().await else {
+    let Some(test) = Setup::new().await else {
         return;
     };
-    let names = Names::new();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
-    let log = dir.path().join("serve.log");
-    let _log = common::process::LogOnFailure(log.clone());
-    let server = Process::spawn(&names.args(data), KEY, &log).await;
+    let (js, names) = (&test.js, &test.names);
+    let server = test.serve(None).await;
     let client = Server::remote(&server.base, KEY);
     let system = client.credit_system("tokens", 0).await;
     let customer = client
@@ -176,26 +208,26 @@ async fn usage_is_debited_once_and_refusals_are_dead_lettered() {
         json!({"wallet_id": wallet, "amount": amount, "idempotency_key": key}).to_string()
     };
     for n in 0..50 {
-        publish(&js, &names.subject, usage(&format!("u-{n}"), "3")).await;
+        publish(js, &names.subject, usage(&format!("u-{n}"), "3")).await;
     }
     // Duplicates (a producer that retried): the same key and usage.
     for n in 0..10 {
-        publish(&js, &names.subject, usage(&format!("u-{n}"), "3")).await;
+        publish(js, &names.subject, usage(&format!("u-{n}"), "3")).await;
     }
     // By the customer's external id and the credit system's key.
     for n in 0..5 {
         let message = json!({"customer_external_id": "acme-1", "credit_system_key": "tokens",
             "amount": "2", "idempotency_key": format!("c-{n}"), "description": "by external id"});
-        publish(&js, &names.subject, message.to_string()).await;
+        publish(js, &names.subject, message.to_string()).await;
     }
     // Refused: more than the wallet holds, not JSON, no such wallet, a key
     // reused for other usage.
-    publish(&js, &names.subject, usage("too-much", "100000")).await;
-    publish(&js, &names.subject, "{not json".into()).await;
+    publish(js, &names.subject, usage("too-much", "100000")).await;
+    publish(js, &names.subject, "{not json".into()).await;
     let unknown = json!({"customer_external_id": "nobody", "credit_system_key": "tokens",
         "amount": "1", "idempotency_key": "who"});
-    publish(&js, &names.subject, unknown.to_string()).await;
-    publish(&js, &names.subject, usage("u-0", "4")).await;
+    publish(js, &names.subject, unknown.to_string()).await;
+    publish(js, &names.subject, usage("u-0", "4")).await;
 
     let expected = 1000 - 50 * 3 - 5 * 2;
     eventually("the usage to be debited", || async {
@@ -203,10 +235,10 @@ async fn usage_is_debited_once_and_refusals_are_dead_lettered() {
     })
     .await;
     eventually("four dead letters", || async {
-        stream_messages(&js, &names.dead_stream).await.len() >= 4
+        stream_messages(js, &names.dead_stream).await.len() >= 4
     })
     .await;
-    let dead = stream_messages(&js, &names.dead_stream).await;
+    let dead = stream_messages(js, &names.dead_stream).await;
     let mut reasons: Vec<(u64, String)> = dead
         .iter()
         .map(|d| {
@@ -243,7 +275,7 @@ async fn usage_is_debited_once_and_refusals_are_dead_lettered() {
     // Nothing more arrives later.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(balance(&client, &wallet).await, expected);
-    assert_eq!(stream_messages(&js, &names.dead_stream).await.len(), 4);
+    assert_eq!(stream_messages(js, &names.dead_stream).await.len(), 4);
     // The same usage over HTTP replays the debit the message made.
     let replay = client
         .post_key(
@@ -281,34 +313,16 @@ async fn usage_is_debited_once_and_refusals_are_dead_lettered() {
             && sample(&text, "credstack_usage_pending_messages") == 0.0
     })
     .await;
-    names.delete(&js).await;
-}
-
-/// A sample's value in the metrics text, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().expect("a number"))
-        })
-        .unwrap_or(0.0)
+    names.delete(js).await;
 }
 
 #[tokio::test]
 async fn a_server_killed_mid_stream_debits_each_message_once_after_restart() {
-    if common::ON_POSTGRES {
-        return;
-    }
-    let Some(js) = jetstream().await else {
+    let Some(test) = Setup::new().await else {
         return;
     };
-    let names = Names::new();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
-    let log = dir.path().join("serve.log");
-    let _log = common::process::LogOnFailure(log.clone());
-    let mut server = Process::spawn(&names.args(data), KEY, &log).await;
+    let (js, names) = (&test.js, &test.names);
+    let mut server = test.serve(None).await;
     let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
     let client = Server::remote(&server.base, KEY);
     let wallet = client.wallet(0).await;
@@ -331,10 +345,10 @@ async fn a_server_killed_mid_stream_debits_each_message_once_after_restart() {
     })
     .await;
     server.kill();
-    let debited = 100000 - balance_in_store(&dir, &wallet);
+    let debited = 100000 - balance_in_store(&test.data, &wallet);
     assert!(debited < MESSAGES, "killed mid-stream: {debited} debited");
     publisher.await.unwrap();
-    let server = Process::spawn_on(port, &names.args(data), KEY, &log).await;
+    let server = test.serve(Some(port)).await;
     let client = Server::remote(&server.base, KEY);
     eventually("every message to be debited", || async {
         balance(&client, &wallet).await == 100000 - MESSAGES
@@ -343,14 +357,14 @@ async fn a_server_killed_mid_stream_debits_each_message_once_after_restart() {
     // And no more: redelivered messages replayed.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(balance(&client, &wallet).await, 100000 - MESSAGES);
-    assert!(stream_messages(&js, &names.dead_stream).await.is_empty());
-    names.delete(&js).await;
+    assert!(stream_messages(js, &names.dead_stream).await.is_empty());
+    names.delete(js).await;
 }
 
 /// The balance in the store a killed server left (opening it merges its
 /// journal).
-fn balance_in_store(dir: &tempfile::TempDir, wallet: &str) -> i64 {
-    let data = dir.path().join("data");
+fn balance_in_store(data: &std::path::Path, wallet: &str) -> i64 {
+    let data = data.to_path_buf();
     let wallet = credstack::ids::parse(credstack::ids::Kind::Wallet, wallet).unwrap();
     let mut store =
         credstack::ledger::open_store(&credstack::ledger::Backend::Embedded { data_dir: data })
