@@ -350,6 +350,16 @@ async fn a_server_killed_mid_stream_debits_each_message_once_after_restart() {
     publisher.await.unwrap();
     let server = test.serve(Some(port)).await;
     let client = Server::remote(&server.base, KEY);
+    // The restarted consumer starts behind the stream: the metrics show its
+    // lag (read as it starts), then 0 once it has caught up.
+    let lag = || async {
+        let text = client.get("/v1/metrics").await.body;
+        sample(
+            text.as_str().expect("a text body"),
+            "credstack_usage_pending_messages",
+        )
+    };
+    eventually("the consumer's lag to show", || async { lag().await > 0.0 }).await;
     eventually("every message to be debited", || async {
         balance(&client, &wallet).await == 100000 - MESSAGES
     })
@@ -358,6 +368,10 @@ async fn a_server_killed_mid_stream_debits_each_message_once_after_restart() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(balance(&client, &wallet).await, 100000 - MESSAGES);
     assert!(stream_messages(js, &names.dead_stream).await.is_empty());
+    eventually("the consumer's lag to read 0", || async {
+        lag().await == 0.0
+    })
+    .await;
     names.delete(js).await;
 }
 
