@@ -39,6 +39,7 @@ async fn jetstream() -> Option<jetstream::Context> {
 
 /// Stream, subject and consumer names of one test, apart from every other.
 struct Names {
+    url: String,
     stream: String,
     subject: String,
     dead_stream: String,
@@ -49,6 +50,7 @@ impl Names {
     fn new() -> Names {
         let suffix = rand::random::<u64>();
         Names {
+            url: nats_url(),
             stream: format!("USAGE_{suffix}"),
             subject: format!("test.usage.{suffix}"),
             dead_stream: format!("USAGE_DEAD_{suffix}"),
@@ -61,7 +63,7 @@ impl Names {
             "--data",
             data,
             "--nats-url",
-            "nats://127.0.0.1:4222",
+            &self.url,
             "--nats-stream",
             &self.stream,
             "--nats-subject",
