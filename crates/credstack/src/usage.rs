@@ -84,20 +84,17 @@ pub async fn start(
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.url))?;
     let context = jetstream::new(client);
     let failed = |what: &str, e: &dyn std::fmt::Display| format!("NATS {what}: {e}");
-    let usage = context
-        .get_or_create_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![config.subject.clone()],
+    let stream = |name: &str, subject: &str| {
+        context.get_or_create_stream(stream::Config {
+            name: name.to_string(),
+            subjects: vec![subject.to_string()],
             ..Default::default()
         })
+    };
+    let usage = stream(&config.stream, &config.subject)
         .await
         .map_err(|e| failed("usage stream", &e))?;
-    context
-        .get_or_create_stream(stream::Config {
-            name: config.dead_letter_stream.clone(),
-            subjects: vec![config.dead_letter_subject.clone()],
-            ..Default::default()
-        })
+    stream(&config.dead_letter_stream, &config.dead_letter_subject)
         .await
         .map_err(|e| failed("dead-letter stream", &e))?;
     let consumer: consumer::PullConsumer = usage
@@ -120,8 +117,11 @@ pub async fn start(
         dead_letters = %config.dead_letter_subject,
         "consuming usage from NATS JetStream"
     );
-    tokio::spawn(watch_lag(consumer.clone(), ledger.clone()));
-    Ok(consume(consumer, context, config, ledger))
+    // One future: whoever drops it stops the lag reads too.
+    let lag = watch_lag(consumer.clone(), ledger.clone());
+    Ok(async move {
+        tokio::join!(consume(consumer, context, config, ledger), lag);
+    })
 }
 
 /// Keeps the consumer's lag in the metrics (`usage_pending_messages`).
@@ -250,6 +250,10 @@ async fn debit(payload: &[u8], ledger: &Ledger) -> Outcome {
 }
 
 fn outcome_of(reply: &Reply) -> Outcome {
+    // The common case needs no rendering: only refusals carry their error.
+    if matches!(reply, Reply::Fresh(Ok(_))) {
+        return Outcome::Done;
+    }
     let result = batch_result(reply);
     match result.status {
         200 => Outcome::Done,

@@ -24,14 +24,7 @@ async fn setup(server: &Server) -> Setup {
     let system = server.credit_system("auth", 0).await;
     let customer = server.customer("Scoped").await;
     let other_customer = server.customer("Walletless").await;
-    let wallet = server
-        .post(
-            "/v1/wallets",
-            json!({"customer_id": customer, "credit_system_id": system}),
-        )
-        .await
-        .ok()
-        .id();
+    let wallet = server.wallet_of(&customer, &system).await;
     let grant = server
         .grant_ok(&wallet, json!({"amount": "1000", "purpose": "paid"}))
         .await;

@@ -265,14 +265,7 @@ async fn fixtures(server: &Server, tag: &str) -> Fixtures {
     let system = server.credit_system(&format!("routes_{tag}"), 0).await;
     let customer = server.customer("Routed").await;
     let walletless_customer = server.customer("Walletless").await;
-    let wallet = server
-        .post(
-            "/v1/wallets",
-            json!({"customer_id": customer, "credit_system_id": system}),
-        )
-        .await
-        .ok()
-        .id();
+    let wallet = server.wallet_of(&customer, &system).await;
     let grant = server
         .grant_ok(&wallet, json!({"amount": "1000", "purpose": "paid"}))
         .await;

@@ -194,14 +194,7 @@ async fn usage_is_debited_once_and_refusals_are_dead_lettered() {
         .await
         .ok()
         .id();
-    let wallet = client
-        .post(
-            "/v1/wallets",
-            json!({"customer_id": customer, "credit_system_id": system}),
-        )
-        .await
-        .ok()
-        .id();
+    let wallet = client.wallet_of(&customer, &system).await;
     client
         .grant_ok(&wallet, json!({"amount": "1000", "purpose": "paid"}))
         .await;

@@ -251,9 +251,14 @@ impl Server {
 
     pub async fn wallet_in(&self, credit_system_id: &str) -> String {
         let customer = self.customer("Customer").await;
+        self.wallet_of(&customer, credit_system_id).await
+    }
+
+    /// The customer's new wallet in the credit system.
+    pub async fn wallet_of(&self, customer_id: &str, credit_system_id: &str) -> String {
         self.post(
             "/v1/wallets",
-            json!({"customer_id": customer, "credit_system_id": credit_system_id}),
+            json!({"customer_id": customer_id, "credit_system_id": credit_system_id}),
         )
         .await
         .ok()
