@@ -15,6 +15,6 @@ pub use amount::{Amount, AmountError, Scale};
 pub use grant::{Grant, GrantId, GrantStatus, GrantTerms, Purpose};
 pub use time::{Instant, Interval, Period};
 pub use wallet::{
-    Allocation, Changes, DebitId, Entry, EntryKind, Hold, HoldEnd, HoldId, Reference, Rejection,
-    Reservation, Summary, Wallet,
+    Allocation, Changes, DebitId, Entry, EntryKind, Happened, Hold, HoldEnd, HoldId, Reference,
+    Rejection, Reservation, Summary, Wallet,
 };

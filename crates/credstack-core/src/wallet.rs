@@ -155,13 +155,37 @@ impl Rejection {
     }
 }
 
-/// What a command changed beyond the live state: new ledger entries and the
-/// final state of grants and holds that left the working set.
+/// What a command changed beyond the live state: new ledger entries, the
+/// final state of grants and holds that left the working set, and the
+/// grants' ends and renewals in the order they happened.
 #[derive(Debug, Default)]
 pub struct Changes {
     pub entries: Vec<Entry>,
     pub finished_grants: Vec<Grant>,
     pub finished_holds: Vec<(Hold, HoldEnd, Instant)>,
+    pub happened: Vec<Happened>,
+}
+
+/// A change to a grant's life that no entry tells on its own: a grant can
+/// end with nothing left to forfeit, and a renewal's entries do not say
+/// which cycle began.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happened {
+    /// The grant expired or was voided; `forfeited` is the unheld
+    /// remainder it took with it.
+    GrantEnded {
+        grant: GrantId,
+        status: GrantStatus,
+        forfeited: Amount,
+        at: Instant,
+    },
+    /// The grant began cycle `cycle` with `amount` more.
+    GrantRenewed {
+        grant: GrantId,
+        cycle: u64,
+        amount: Amount,
+        at: Instant,
+    },
 }
 
 /// The live state of one wallet: every grant that can still change and every
@@ -879,7 +903,7 @@ impl Wallet {
             .remaining
             .checked_add(grant.terms.amount)
             .expect("remaining is bounded by capacity");
-        let (id, amount) = (grant.id, grant.terms.amount);
+        let (id, amount, cycle) = (grant.id, grant.terms.amount, grant.cycle);
         self.record(
             EntryKind::Renewal,
             amount,
@@ -888,6 +912,12 @@ impl Wallet {
             at,
             changes,
         );
+        changes.happened.push(Happened::GrantRenewed {
+            grant: id,
+            cycle,
+            amount,
+            at,
+        });
     }
 
     fn end_grant(&mut self, index: usize, status: GrantStatus, at: Instant, changes: &mut Changes) {
@@ -900,6 +930,12 @@ impl Wallet {
         let grant = &mut self.grants[index];
         grant.status = status;
         grant.ended_at = Some(at);
+        changes.happened.push(Happened::GrantEnded {
+            grant: grant.id,
+            status,
+            forfeited: unheld,
+            at,
+        });
     }
 
     /// Ends a hold: what was reserved and not captured returns to its grant,

@@ -26,7 +26,7 @@
 use chrono::Duration;
 use credstack_core::{
     Allocation, Amount, Changes, DebitId, Entry, EntryKind, Grant, GrantId, GrantStatus,
-    GrantTerms, HoldId, Instant, Interval, Period, Purpose, Reference, Rejection, Wallet,
+    GrantTerms, Happened, HoldId, Instant, Interval, Period, Purpose, Reference, Rejection, Wallet,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -616,6 +616,8 @@ struct Harness {
     ledger: Vec<Entry>,
     /// Final state of grants that left the wallet's working set.
     finished: HashMap<GrantId, Grant>,
+    /// The grants the wallet said ended, with how and when.
+    ended: HashMap<GrantId, (GrantStatus, Instant)>,
     hold_ids: Vec<u128>,
     next_id: u128,
 }
@@ -677,6 +679,7 @@ impl Harness {
             model: Model::default(),
             ledger: Vec::new(),
             finished: HashMap::new(),
+            ended: HashMap::new(),
             hold_ids: Vec::new(),
             next_id: 1,
         }
@@ -854,7 +857,49 @@ impl Harness {
             entries,
             finished_grants,
             finished_holds,
+            happened,
         } = changes;
+        // A grant ends once, and one that leaves the working set having
+        // ended (rather than run out) left as the wallet said it ended.
+        for h in &happened {
+            if let Happened::GrantEnded {
+                grant, status, at, ..
+            } = h
+            {
+                prop_assert!(
+                    self.ended.insert(*grant, (*status, *at)).is_none(),
+                    "a grant ended twice"
+                );
+            }
+        }
+        for grant in &finished_grants {
+            if let Some(at) = grant.ended_at {
+                prop_assert_eq!(self.ended.get(&grant.id), Some(&(grant.status, at)));
+            }
+        }
+        let mut renewed: Vec<(u128, i64, Instant)> = happened
+            .iter()
+            .filter_map(|h| match h {
+                Happened::GrantRenewed {
+                    grant, amount, at, ..
+                } => Some((grant.0, amount.atomic(), *at)),
+                Happened::GrantEnded { .. } => None,
+            })
+            .collect();
+        let mut renewal_entries: Vec<(u128, i64, Instant)> = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Renewal)
+            .map(|e| {
+                (
+                    e.grant.expect("a renewal names its grant").0,
+                    e.amount.atomic(),
+                    e.occurred_at,
+                )
+            })
+            .collect();
+        renewed.sort();
+        renewal_entries.sort();
+        prop_assert_eq!(renewed, renewal_entries, "renewals");
         // The step's entries, as a multiset: same instants, kinds, grants, amounts.
         let key = |e: &MEntry| (e.0, e.1.as_str(), e.2, e.3, format!("{:?}", e.4));
         let mut got: Vec<MEntry> = entries
