@@ -19,6 +19,9 @@ pub enum Kind {
     Assignment,
     /// A console background job.
     Job,
+    Event,
+    WebhookEndpoint,
+    WebhookDelivery,
 }
 
 impl Kind {
@@ -35,6 +38,9 @@ impl Kind {
             Kind::PromotionalCredit => "pc",
             Kind::Assignment => "pca",
             Kind::Job => "job",
+            Kind::Event => "evt",
+            Kind::WebhookEndpoint => "we",
+            Kind::WebhookDelivery => "whd",
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct WalletInfo {
     pub credit_system_id: u128,
     pub scale: Scale,
     pub created_at: Instant,
+    /// `wallet.low_balance` is sent each time the balance falls below it.
+    pub low_balance_threshold: Option<Amount>,
 }
 
 /// Where a grant came from.
@@ -428,18 +430,188 @@ pub struct NewRows {
     pub entries: Vec<EntryRecord>,
     pub debits: Vec<DebitRecord>,
     pub responses: Vec<KeptResponse>,
+    /// The outbox: events, written in the commit of the change they tell.
+    pub events: Vec<EventRecord>,
 }
 
 impl NewRows {
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.debits.is_empty() && self.responses.is_empty()
+        self.entries.is_empty()
+            && self.debits.is_empty()
+            && self.responses.is_empty()
+            && self.events.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
         self.debits.clear();
         self.responses.clear();
+        self.events.clear();
     }
+}
+
+/// What happened to a wallet that other systems may subscribe to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    GrantCreated,
+    GrantRenewed,
+    GrantExpired,
+    GrantVoided,
+    WalletLowBalance,
+    WalletDepleted,
+    HoldExpired,
+    PromotionalCreditGranted,
+    PromotionalCreditRevoked,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 9] = [
+        EventType::GrantCreated,
+        EventType::GrantRenewed,
+        EventType::GrantExpired,
+        EventType::GrantVoided,
+        EventType::WalletLowBalance,
+        EventType::WalletDepleted,
+        EventType::HoldExpired,
+        EventType::PromotionalCreditGranted,
+        EventType::PromotionalCreditRevoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::GrantCreated => "grant.created",
+            EventType::GrantRenewed => "grant.renewed",
+            EventType::GrantExpired => "grant.expired",
+            EventType::GrantVoided => "grant.voided",
+            EventType::WalletLowBalance => "wallet.low_balance",
+            EventType::WalletDepleted => "wallet.depleted",
+            EventType::HoldExpired => "hold.expired",
+            EventType::PromotionalCreditGranted => "promotional_credit.granted",
+            EventType::PromotionalCreditRevoked => "promotional_credit.revoked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+/// One event of the outbox. `sequence` numbers a wallet's events from 1
+/// without gaps, in the order they happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: u128,
+    pub wallet_id: u128,
+    pub sequence: u64,
+    pub kind: EventType,
+    pub occurred_at: Instant,
+    /// The event's `data` object as JSON text, as delivered.
+    pub data: String,
+}
+
+/// Where events are delivered. The secret signs each delivery, so it is
+/// kept as it is (it cannot be a hash); it is shown once, when created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    pub id: u128,
+    pub url: String,
+    pub description: Option<String>,
+    /// Event type names, or `*` for every type.
+    pub event_types: Vec<String>,
+    pub secret: String,
+    pub enabled: bool,
+    pub created_at: Instant,
+}
+
+impl WebhookEndpoint {
+    pub fn wants(&self, kind: EventType) -> bool {
+        self.event_types
+            .iter()
+            .any(|t| t == "*" || t == kind.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Not delivered yet: waiting for its turn, its next attempt, or an
+    /// attempt in flight.
+    Pending,
+    Succeeded,
+    /// Given up: every attempt failed for the whole retry window.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Succeeded,
+            DeliveryStatus::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// One event on its way to one endpoint. Its instants are wall-clock
+/// times (a simulated ledger clock does not move retries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: u128,
+    pub endpoint_id: u128,
+    pub event_id: u128,
+    pub event_type: EventType,
+    pub wallet_id: u128,
+    pub sequence: u64,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    /// While pending: when it may be attempted next (or when the lease of
+    /// an attempt in flight ends).
+    pub next_attempt_at: Option<Instant>,
+    /// When its retries began: created, or redelivered by hand.
+    pub retry_from: Instant,
+    pub created_at: Instant,
+    pub last_attempt_at: Option<Instant>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// One attempt of a delivery, for its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub delivery_id: u128,
+    pub number: u32,
+    pub at: Instant,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u32,
+}
+
+/// A claimed delivery with what sending it needs.
+#[derive(Clone, Debug)]
+pub struct DeliveryJob {
+    pub delivery: Delivery,
+    pub url: String,
+    pub secret: String,
+    pub event: EventRecord,
+}
+
+/// How an attempt ended, for its delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptEnd {
+    Succeeded,
+    /// Failed; tried again at this instant.
+    Retry(Instant),
+    /// Failed, and the retry window is over.
+    GiveUp,
 }
 
 /// A list page: items newest first (or in the order asked), and whether more follow.

@@ -181,6 +181,7 @@ fn wallet_info(n: u64, customer_id: u128, credit_system_id: u128) -> WalletInfo 
         credit_system_id,
         scale: scale(),
         created_at: at(n as i64),
+        low_balance_threshold: None,
     }
 }
 

@@ -1,5 +1,5 @@
 //! How both stores write the values SQL has no type for: metadata maps,
-//! debit allocations and hold reservations as JSON text, and LIKE patterns.
+//! debit allocations, hold reservations and name lists as JSON text, and LIKE patterns.
 //! One codec, so a row written by one backend reads the same in the other.
 
 use crate::records::Metadata;
@@ -11,6 +11,15 @@ pub fn metadata_to_text(metadata: &Metadata) -> String {
 
 pub fn metadata_from_text(text: &str) -> Metadata {
     serde_json::from_str(text).expect("stored metadata is a string map")
+}
+
+/// A list of names (a webhook endpoint's event types) as a JSON array.
+pub fn strings_to_text(strings: &[String]) -> String {
+    serde_json::to_string(strings).expect("strings serialize")
+}
+
+pub fn strings_from_text(text: &str) -> Vec<String> {
+    serde_json::from_str(text).expect("stored names are a string list")
 }
 
 fn grant_hex(grant: Option<GrantId>) -> Option<String> {

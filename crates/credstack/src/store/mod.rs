@@ -236,6 +236,38 @@ store_api! {
     /// The saved place of this campaign's keyed call, removed as it is read.
     fn take_bulk_resume(&mut self, promotion_id: u128, key: &str) -> Option<BulkResume>;
     fn purge_bulk_resumes(&mut self, before: Instant, promotion_id: Option<u128>) -> usize;
+    /// Writes a wallet's settings beside its state: its low-balance threshold.
+    fn update_wallet_info(&mut self, info: &WalletInfo) -> ();
+    /// The sequence of the wallet's last event, 0 before its first.
+    fn last_event_sequence(&mut self, wallet_id: u128) -> u64;
+    fn event(&mut self, id: u128) -> Option<EventRecord>;
+    /// Events newest first, of one wallet or of all.
+    fn list_events(&mut self, wallet_id: Option<u128>, limit: usize, starting_after: Option<u128>) -> Page<EventRecord>;
+    /// The oldest events not fanned out yet. PostgreSQL locks them (skipping
+    /// those another node has locked) until the transaction ends.
+    fn undispatched_events(&mut self, limit: usize) -> Vec<EventRecord>;
+    fn mark_dispatched(&mut self, event_ids: &[u128]) -> ();
+    /// Events not fanned out yet, and deliveries pending.
+    fn outbox_backlog(&mut self) -> (u64, u64);
+    fn webhook_endpoint(&mut self, id: u128) -> Option<WebhookEndpoint>;
+    fn webhook_endpoints(&mut self) -> Vec<WebhookEndpoint>;
+    fn list_webhook_endpoints(&mut self, limit: usize, starting_after: Option<u128>) -> Page<WebhookEndpoint>;
+    /// Inserts an endpoint, or changes its url, description, types and
+    /// `enabled` (never its secret or creation time).
+    fn upsert_webhook_endpoint(&mut self, endpoint: &WebhookEndpoint) -> ();
+    /// Deletes an endpoint with its deliveries and their attempts.
+    fn delete_webhook_endpoint(&mut self, id: u128) -> bool;
+    fn insert_deliveries(&mut self, deliveries: &[Delivery]) -> ();
+    /// Claims deliveries due by `now`, each the first pending one of its
+    /// wallet for its endpoint, until `lease_until`; see the backends.
+    fn claim_deliveries(&mut self, now: Instant, lease_until: Instant, limit: usize) -> Vec<DeliveryJob>;
+    /// Records an attempt's end if the delivery is still as it claimed it.
+    fn finish_attempt(&mut self, attempt: &Attempt, end: &AttemptEnd) -> bool;
+    fn delivery(&mut self, id: u128) -> Option<Delivery>;
+    fn list_deliveries(&mut self, endpoint_id: u128, status: Option<DeliveryStatus>, limit: usize, starting_after: Option<u128>) -> Page<Delivery>;
+    fn delivery_attempts(&mut self, delivery_id: u128) -> Vec<Attempt>;
+    /// Makes a finished delivery pending from `now`; false if it is pending.
+    fn redeliver(&mut self, id: u128, now: Instant) -> bool;
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres_schema_v5.sql"),
     include_str!("postgres_schema_v6.sql"),
     include_str!("postgres_schema_v7.sql"),
+    include_str!("postgres_schema_v8.sql"),
 ];
 
 /// The schema version a migrated database is at.
@@ -587,7 +588,8 @@ pub fn upsert_customer(
 
 // ---- wallets ------------------------------------------------------------------
 
-const WALLET_INFO_COLUMNS: &str = "id, customer_id, credit_system_id, scale, created_at";
+const WALLET_INFO_COLUMNS: &str =
+    "id, customer_id, credit_system_id, scale, created_at, low_balance_threshold";
 
 fn wallet_info_row(row: &Row) -> Result<WalletInfo, postgres::Error> {
     Ok(WalletInfo {
@@ -596,6 +598,7 @@ fn wallet_info_row(row: &Row) -> Result<WalletInfo, postgres::Error> {
         credit_system_id: id_col(row, 2)?,
         scale: scale_col(row, 3)?,
         created_at: instant_col(row, 4)?,
+        low_balance_threshold: row.try_get::<_, Option<i64>>(5)?.map(Amount::from_atomic),
     })
 }
 
@@ -681,19 +684,19 @@ pub fn load_wallets(
         |row| {
             let info = wallet_info_row(row)?;
             let wallet = Wallet {
-                overdraft_limit: amount_col(row, 5)?,
-                debt: amount_col(row, 6)?,
-                balance: amount_col(row, 7)?,
-                last_sequence: u64_col(row, 8)?,
+                overdraft_limit: amount_col(row, 6)?,
+                debt: amount_col(row, 7)?,
+                balance: amount_col(row, 8)?,
+                last_sequence: u64_col(row, 9)?,
                 grants: Vec::new(),
                 holds: Vec::new(),
             };
-            let hash: Option<Checked<[u8; 32]>> = row.try_get(9)?;
+            let hash: Option<Checked<[u8; 32]>> = row.try_get(10)?;
             let head = match hash {
                 None => ChainHead::START,
                 Some(Checked(hash)) => ChainHead {
                     hash,
-                    at: opt_instant_col(row, 10)?,
+                    at: opt_instant_col(row, 11)?,
                 },
             };
             Ok((info, wallet, head))
@@ -747,8 +750,8 @@ pub fn insert_wallet(
 ) -> Result<(), postgres::Error> {
     c.execute(
         "INSERT INTO wallets (id, customer_id, credit_system_id, scale, overdraft_limit, debt,
-            balance, last_sequence, next_event_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, 0, 0, 0, NULL, $6)",
+            balance, last_sequence, next_event_at, created_at, low_balance_threshold)
+         VALUES ($1, $2, $3, $4, $5, 0, 0, 0, NULL, $6, $7)",
         &[
             &id_bytes(info.id),
             &id_bytes(info.customer_id),
@@ -756,6 +759,25 @@ pub fn insert_wallet(
             &scale_value(info.scale),
             &wallet.overdraft_limit.atomic(),
             &micros(info.created_at),
+            &info.low_balance_threshold.map(Amount::atomic),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes a wallet's settings kept beside its state (its threshold). It
+/// leaves `version` alone: the writer changes a wallet's settings in a
+/// batch that also writes its state (`update_states`), which moves the
+/// version, so other nodes reload the wallet with its new settings.
+pub fn update_wallet_info(
+    c: &mut impl GenericClient,
+    info: &WalletInfo,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "UPDATE wallets SET low_balance_threshold = $1 WHERE id = $2",
+        &[
+            &info.low_balance_threshold.map(Amount::atomic),
+            &id_bytes(info.id),
         ],
     )?;
     Ok(())
@@ -1312,8 +1334,9 @@ pub fn idempotency_many(
     )
 }
 
-/// Inserts the rows a batch gathered in one statement, whatever their
-/// number: an `INSERT … SELECT FROM unnest(…)` per table, each in a `WITH`
+/// Inserts the rows a batch gathered (entries, debits, kept responses and
+/// the outbox's events) in one statement, whatever their number: an
+/// `INSERT … SELECT FROM unnest(…)` per table, each in a `WITH`
 /// (PostgreSQL runs every data-modifying `WITH` to completion).
 pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), postgres::Error> {
     if rows.is_empty() {
@@ -1369,6 +1392,13 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
         })
         .collect();
     let r_times: Vec<i64> = r.iter().map(|r| micros(r.at)).collect();
+    let v = &rows.events;
+    let v_ids: Vec<Vec<u8>> = v.iter().map(|v| id_bytes(v.id)).collect();
+    let v_wallets: Vec<Vec<u8>> = v.iter().map(|v| id_bytes(v.wallet_id)).collect();
+    let v_sequences: Vec<i64> = v.iter().map(|v| counter(v.sequence)).collect();
+    let v_kinds: Vec<&str> = v.iter().map(|v| v.kind.as_str()).collect();
+    let v_times: Vec<i64> = v.iter().map(|v| micros(v.occurred_at)).collect();
+    let v_data: Vec<&str> = v.iter().map(|v| v.data.as_str()).collect();
     c.execute(
         "WITH entries_in AS (
             INSERT INTO entries (wallet_id, sequence, id, type, amount, balance_after,
@@ -1384,6 +1414,10 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
             INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at, debit_id)
             SELECT * FROM unnest($19::text[], $20::bytea[], $21::integer[], $22::text[],
                 $23::bigint[], $24::bytea[])
+        ), events_in AS (
+            INSERT INTO events (id, wallet_id, sequence, type, occurred_at, data)
+            SELECT * FROM unnest($26::bytea[], $27::bytea[], $28::bigint[], $29::text[],
+                $30::bigint[], $31::text[])
         )
         SELECT 1",
         &[
@@ -1412,6 +1446,12 @@ pub fn insert_rows(c: &mut impl GenericClient, rows: &NewRows) -> Result<(), pos
             &r_times,
             &r_debits,
             &e_hashes,
+            &v_ids,
+            &v_wallets,
+            &v_sequences,
+            &v_kinds,
+            &v_times,
+            &v_data,
         ],
     )?;
     Ok(())
@@ -2130,4 +2170,467 @@ pub fn purge_bulk_resumes(
         &[&micros(before), &opt_id_bytes(promotion_id)],
     )?;
     Ok(removed as usize)
+}
+
+// ---- events and webhooks ----------------------------------------------------------
+
+const EVENT_COLUMNS: &str = "ev.id, ev.wallet_id, ev.sequence, ev.type, ev.occurred_at, ev.data";
+
+/// An event whose [`EVENT_COLUMNS`] start at column `at`.
+fn event_from(row: &Row, at: usize) -> Result<EventRecord, postgres::Error> {
+    let Checked(kind) = row.try_get(at + 3)?;
+    Ok(EventRecord {
+        id: id_col(row, at)?,
+        wallet_id: id_col(row, at + 1)?,
+        sequence: u64_col(row, at + 2)?,
+        kind,
+        occurred_at: instant_col(row, at + 4)?,
+        data: row.try_get(at + 5)?,
+    })
+}
+
+fn event_row(row: &Row) -> Result<EventRecord, postgres::Error> {
+    event_from(row, 0)
+}
+
+/// The sequence of the wallet's last event, 0 before its first.
+pub fn last_event_sequence(
+    c: &mut impl GenericClient,
+    wallet_id: u128,
+) -> Result<u64, postgres::Error> {
+    let row = c.query_one(
+        "SELECT coalesce(max(sequence), 0)::bigint FROM events WHERE wallet_id = $1",
+        &[&id_bytes(wallet_id)],
+    )?;
+    u64_col(&row, 0)
+}
+
+pub fn event(c: &mut impl GenericClient, id: u128) -> Result<Option<EventRecord>, postgres::Error> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events ev WHERE ev.id = $1");
+    one(c, &sql, &[&id_bytes(id)], event_row)
+}
+
+/// Events newest first, of one wallet or all.
+pub fn list_events(
+    c: &mut impl GenericClient,
+    wallet_id: Option<u128>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<EventRecord>, postgres::Error> {
+    let wallet = opt_id_bytes(wallet_id);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events ev
+         WHERE ($1::bytea IS NULL OR ev.wallet_id = $1) AND ev.id < $2
+         ORDER BY ev.id DESC LIMIT $3"
+    );
+    page(c, &sql, &[&wallet], limit, starting_after, event_row)
+}
+
+/// The oldest events not yet fanned out to the endpoints, locked until the
+/// transaction ends. Events another node has locked are skipped, so two
+/// nodes fanning out at once take different events; one a node has just
+/// fanned out is found dispatched once its lock is released.
+pub fn undispatched_events(
+    c: &mut impl GenericClient,
+    limit: usize,
+) -> Result<Vec<EventRecord>, postgres::Error> {
+    all(
+        c,
+        &format!(
+            "SELECT {EVENT_COLUMNS} FROM events ev WHERE NOT ev.dispatched
+             ORDER BY ev.id LIMIT $1 FOR UPDATE SKIP LOCKED"
+        ),
+        &[&(limit as i64)],
+        event_row,
+    )
+}
+
+/// Marks these events fanned out, in one statement.
+pub fn mark_dispatched(
+    c: &mut impl GenericClient,
+    event_ids: &[u128],
+) -> Result<(), postgres::Error> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Vec<u8>> = event_ids.iter().map(|&id| id_bytes(id)).collect();
+    c.execute(
+        "UPDATE events SET dispatched = true WHERE id = ANY($1)",
+        &[&keys],
+    )?;
+    Ok(())
+}
+
+/// How many events wait to be fanned out, and how many deliveries are pending.
+pub fn outbox_backlog(c: &mut impl GenericClient) -> Result<(u64, u64), postgres::Error> {
+    let row = c.query_one(
+        "SELECT (SELECT count(*) FROM events WHERE NOT dispatched),
+                (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
+        &[],
+    )?;
+    Ok((u64_col(&row, 0)?, u64_col(&row, 1)?))
+}
+
+const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, secret, enabled, created_at";
+
+fn endpoint_row(row: &Row) -> Result<WebhookEndpoint, postgres::Error> {
+    Ok(WebhookEndpoint {
+        id: id_col(row, 0)?,
+        url: row.try_get(1)?,
+        description: row.try_get(2)?,
+        event_types: codec::strings_from_text(row.try_get(3)?),
+        secret: row.try_get(4)?,
+        enabled: row.try_get(5)?,
+        created_at: instant_col(row, 6)?,
+    })
+}
+
+pub fn webhook_endpoint(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<Option<WebhookEndpoint>, postgres::Error> {
+    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1");
+    one(c, &sql, &[&id_bytes(id)], endpoint_row)
+}
+
+/// Every endpoint, enabled or not (there are few).
+pub fn webhook_endpoints(
+    c: &mut impl GenericClient,
+) -> Result<Vec<WebhookEndpoint>, postgres::Error> {
+    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY id");
+    all(c, &sql, &[], endpoint_row)
+}
+
+pub fn list_webhook_endpoints(
+    c: &mut impl GenericClient,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<WebhookEndpoint>, postgres::Error> {
+    let sql = format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id < $1 ORDER BY id DESC LIMIT $2"
+    );
+    page(c, &sql, &[], limit, starting_after, endpoint_row)
+}
+
+/// Inserts an endpoint, or changes its url, description, types and
+/// `enabled` (never its secret or creation time).
+pub fn upsert_webhook_endpoint(
+    c: &mut impl GenericClient,
+    endpoint: &WebhookEndpoint,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "INSERT INTO webhook_endpoints (id, url, description, event_types, secret, enabled,
+            created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET url = excluded.url, description = excluded.description,
+            event_types = excluded.event_types, enabled = excluded.enabled",
+        &[
+            &id_bytes(endpoint.id),
+            &endpoint.url,
+            &endpoint.description,
+            &codec::strings_to_text(&endpoint.event_types),
+            &endpoint.secret,
+            &endpoint.enabled,
+            &micros(endpoint.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes an endpoint with its deliveries and their attempts. (The
+/// schema's cascades do the same for rows another node writes meanwhile.)
+pub fn delete_webhook_endpoint(
+    c: &mut impl GenericClient,
+    id: u128,
+) -> Result<bool, postgres::Error> {
+    let key = id_bytes(id);
+    c.execute(
+        "DELETE FROM webhook_attempts WHERE delivery_id IN
+            (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)",
+        &[&key],
+    )?;
+    c.execute(
+        "DELETE FROM webhook_deliveries WHERE endpoint_id = $1",
+        &[&key],
+    )?;
+    let deleted = c.execute("DELETE FROM webhook_endpoints WHERE id = $1", &[&key])?;
+    Ok(deleted > 0)
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.event_id, d.type, d.wallet_id, d.sequence,
+    d.status, d.attempts, d.next_attempt_at, d.retry_from, d.created_at, d.last_attempt_at,
+    d.last_status_code, d.last_error";
+const DELIVERY_COLUMN_COUNT: usize = 14;
+
+/// An attempt count or number (`u32`), stored as a `bigint`.
+fn u32_col(row: &Row, index: usize) -> Result<u32, postgres::Error> {
+    let value: i64 = row.try_get(index)?;
+    Ok(u32::try_from(value).expect("stored attempt counts fit u32"))
+}
+
+/// An HTTP status code (`u16`), stored as an `integer`.
+fn status_code_col(row: &Row, index: usize) -> Result<Option<u16>, postgres::Error> {
+    let value: Option<i32> = row.try_get(index)?;
+    Ok(value.map(|code| u16::try_from(code).expect("stored status codes fit u16")))
+}
+
+fn delivery_row(row: &Row) -> Result<Delivery, postgres::Error> {
+    let Checked(event_type) = row.try_get(3)?;
+    let Checked(status) = row.try_get(6)?;
+    Ok(Delivery {
+        id: id_col(row, 0)?,
+        endpoint_id: id_col(row, 1)?,
+        event_id: id_col(row, 2)?,
+        event_type,
+        wallet_id: id_col(row, 4)?,
+        sequence: u64_col(row, 5)?,
+        status,
+        attempts: u32_col(row, 7)?,
+        next_attempt_at: opt_instant_col(row, 8)?,
+        retry_from: instant_col(row, 9)?,
+        created_at: instant_col(row, 10)?,
+        last_attempt_at: opt_instant_col(row, 11)?,
+        last_status_code: status_code_col(row, 12)?,
+        last_error: row.try_get(13)?,
+    })
+}
+
+/// Inserts these deliveries in one statement, whatever their number.
+pub fn insert_deliveries(
+    c: &mut impl GenericClient,
+    deliveries: &[Delivery],
+) -> Result<(), postgres::Error> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let d = deliveries;
+    let ids: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.id)).collect();
+    let endpoints: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.endpoint_id)).collect();
+    let events: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.event_id)).collect();
+    let types: Vec<&str> = d.iter().map(|d| d.event_type.as_str()).collect();
+    let wallets: Vec<Vec<u8>> = d.iter().map(|d| id_bytes(d.wallet_id)).collect();
+    let sequences: Vec<i64> = d.iter().map(|d| counter(d.sequence)).collect();
+    let statuses: Vec<&str> = d.iter().map(|d| d.status.as_str()).collect();
+    let attempts: Vec<i64> = d.iter().map(|d| i64::from(d.attempts)).collect();
+    let next: Vec<Option<i64>> = d.iter().map(|d| d.next_attempt_at.map(micros)).collect();
+    let retry_from: Vec<i64> = d.iter().map(|d| micros(d.retry_from)).collect();
+    let created: Vec<i64> = d.iter().map(|d| micros(d.created_at)).collect();
+    c.execute(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, type, wallet_id, sequence,
+            status, attempts, next_attempt_at, retry_from, created_at)
+         SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::bytea[],
+            $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[])",
+        &[
+            &ids,
+            &endpoints,
+            &events,
+            &types,
+            &wallets,
+            &sequences,
+            &statuses,
+            &attempts,
+            &next,
+            &retry_from,
+            &created,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Claims up to `limit` deliveries due by `now` to enabled endpoints, each
+/// the first pending one of its wallet for its endpoint (so a wallet's
+/// events arrive in order): counts the attempt and moves its next attempt
+/// to `lease_until`, so nobody else sends it meanwhile.
+///
+/// The deliveries are locked as they are read, skipping those another node
+/// is claiming: the later ones of the same wallet and endpoint stay
+/// unclaimable while the first is pending, locked or not, and one claimed
+/// meanwhile is found not due (PostgreSQL checks a locked row's latest
+/// version again). Then one statement claims them.
+pub fn claim_deliveries(
+    c: &mut impl GenericClient,
+    now: Instant,
+    lease_until: Instant,
+    limit: usize,
+) -> Result<Vec<DeliveryJob>, postgres::Error> {
+    let mut jobs = all(
+        c,
+        &format!(
+            "SELECT {DELIVERY_COLUMNS}, w.url, w.secret, {EVENT_COLUMNS}
+             FROM webhook_deliveries d
+             JOIN webhook_endpoints w ON w.id = d.endpoint_id
+             JOIN events ev ON ev.id = d.event_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND w.enabled
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                   WHERE p.endpoint_id = d.endpoint_id AND p.wallet_id = d.wallet_id
+                     AND p.status = 'pending' AND p.sequence < d.sequence)
+             ORDER BY d.next_attempt_at, d.id LIMIT $2
+             FOR UPDATE OF d SKIP LOCKED"
+        ),
+        &[&micros(now), &(limit as i64)],
+        |row| {
+            Ok(DeliveryJob {
+                delivery: delivery_row(row)?,
+                url: row.try_get(DELIVERY_COLUMN_COUNT)?,
+                secret: row.try_get(DELIVERY_COLUMN_COUNT + 1)?,
+                event: event_from(row, DELIVERY_COLUMN_COUNT + 2)?,
+            })
+        },
+    )?;
+    if jobs.is_empty() {
+        return Ok(jobs);
+    }
+    let keys: Vec<Vec<u8>> = jobs.iter().map(|job| id_bytes(job.delivery.id)).collect();
+    c.execute(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1,
+            last_attempt_at = $2 WHERE id = ANY($3)",
+        &[&micros(lease_until), &micros(now), &keys],
+    )?;
+    for job in &mut jobs {
+        job.delivery.attempts += 1;
+        job.delivery.next_attempt_at = Some(lease_until);
+        job.delivery.last_attempt_at = Some(now);
+    }
+    Ok(jobs)
+}
+
+/// Records an attempt and what follows it, if the delivery is still the
+/// one that attempt claimed (pending, with that many attempts); false if not.
+pub fn finish_attempt(
+    c: &mut impl GenericClient,
+    attempt: &Attempt,
+    end: &AttemptEnd,
+) -> Result<bool, postgres::Error> {
+    let (status, next) = match end {
+        AttemptEnd::Succeeded => (DeliveryStatus::Succeeded, None),
+        AttemptEnd::Retry(at) => (DeliveryStatus::Pending, Some(micros(*at))),
+        AttemptEnd::GiveUp => (DeliveryStatus::Failed, None),
+    };
+    let key = id_bytes(attempt.delivery_id);
+    let number = i64::from(attempt.number);
+    let status_code = attempt.status_code.map(i32::from);
+    let updated = c.execute(
+        "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, last_status_code = $3,
+            last_error = $4 WHERE id = $5 AND attempts = $6 AND status = 'pending'",
+        &[
+            &status.as_str(),
+            &next,
+            &status_code,
+            &attempt.error,
+            &key,
+            &number,
+        ],
+    )?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    c.execute(
+        "INSERT INTO webhook_attempts (delivery_id, number, at, status_code, error, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (delivery_id, number) DO UPDATE SET at = excluded.at,
+            status_code = excluded.status_code, error = excluded.error,
+            duration_ms = excluded.duration_ms",
+        &[
+            &key,
+            &number,
+            &micros(attempt.at),
+            &status_code,
+            &attempt.error,
+            &i64::from(attempt.duration_ms),
+        ],
+    )?;
+    Ok(true)
+}
+
+pub fn delivery(c: &mut impl GenericClient, id: u128) -> Result<Option<Delivery>, postgres::Error> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = $1");
+    one(c, &sql, &[&id_bytes(id)], delivery_row)
+}
+
+/// An endpoint's deliveries newest first, of one status or all.
+pub fn list_deliveries(
+    c: &mut impl GenericClient,
+    endpoint_id: u128,
+    status: Option<DeliveryStatus>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> Result<Page<Delivery>, postgres::Error> {
+    let endpoint = id_bytes(endpoint_id);
+    let status = status.map(DeliveryStatus::as_str);
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+         WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) AND d.id < $3
+         ORDER BY d.id DESC LIMIT $4"
+    );
+    page(
+        c,
+        &sql,
+        &[&endpoint, &status],
+        limit,
+        starting_after,
+        delivery_row,
+    )
+}
+
+/// A delivery's attempts, first first.
+pub fn delivery_attempts(
+    c: &mut impl GenericClient,
+    delivery_id: u128,
+) -> Result<Vec<Attempt>, postgres::Error> {
+    all(
+        c,
+        "SELECT delivery_id, number, at, status_code, error, duration_ms FROM webhook_attempts
+         WHERE delivery_id = $1 ORDER BY number",
+        &[&id_bytes(delivery_id)],
+        |row| {
+            Ok(Attempt {
+                delivery_id: id_col(row, 0)?,
+                number: u32_col(row, 1)?,
+                at: instant_col(row, 2)?,
+                status_code: status_code_col(row, 3)?,
+                error: row.try_get(4)?,
+                duration_ms: u32_col(row, 5)?,
+            })
+        },
+    )
+}
+
+/// Sends a finished delivery again: pending from `now`, with a new retry
+/// window. False when it is not finished (pending: its attempts go on).
+pub fn redeliver(
+    c: &mut impl GenericClient,
+    id: u128,
+    now: Instant,
+) -> Result<bool, postgres::Error> {
+    let updated = c.execute(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1,
+            retry_from = $1 WHERE id = $2 AND status <> 'pending'",
+        &[&micros(now), &id_bytes(id)],
+    )?;
+    Ok(updated > 0)
+}
+
+impl<'a> postgres::types::FromSql<'a> for Checked<EventType> {
+    fn from_sql(
+        ty: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as postgres::types::FromSql>::from_sql(ty, raw)?;
+        EventType::parse(text)
+            .map(Checked)
+            .ok_or_else(|| format!("unknown event type {text:?}").into())
+    }
+    postgres::types::accepts!(TEXT, VARCHAR);
+}
+
+impl<'a> postgres::types::FromSql<'a> for Checked<DeliveryStatus> {
+    fn from_sql(
+        ty: &postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as postgres::types::FromSql>::from_sql(ty, raw)?;
+        DeliveryStatus::parse(text)
+            .map(Checked)
+            .ok_or_else(|| format!("unknown delivery status {text:?}").into())
+    }
+    postgres::types::accepts!(TEXT, VARCHAR);
 }

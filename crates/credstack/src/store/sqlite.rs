@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v11.sql"),
     include_str!("schema_v12.sql"),
     include_str!("schema_v13.sql"),
+    include_str!("schema_v14.sql"),
 ];
 
 /// The version whose migration adds entry hashes, which existing entries
@@ -407,7 +408,8 @@ pub fn upsert_customer(c: &Connection, customer: &Customer) -> rusqlite::Result<
 
 // ---- wallets ------------------------------------------------------------------
 
-const WALLET_INFO_COLUMNS: &str = "id, customer_id, credit_system_id, scale, created_at";
+const WALLET_INFO_COLUMNS: &str =
+    "id, customer_id, credit_system_id, scale, created_at, low_balance_threshold";
 
 fn wallet_info_row(row: &Row) -> rusqlite::Result<WalletInfo> {
     Ok(WalletInfo {
@@ -416,6 +418,7 @@ fn wallet_info_row(row: &Row) -> rusqlite::Result<WalletInfo> {
         credit_system_id: id_col(row, 2)?,
         scale: scale_col(row, 3)?,
         created_at: instant(row.get(4)?),
+        low_balance_threshold: row.get::<_, Option<i64>>(5)?.map(Amount::from_atomic),
     })
 }
 
@@ -477,10 +480,10 @@ pub fn load_wallet(c: &Connection, id: u128) -> rusqlite::Result<Option<(WalletI
         .query_row([key], |row| {
             let info = wallet_info_row(row)?;
             let wallet = Wallet {
-                overdraft_limit: amount_col(row, 5)?,
-                debt: amount_col(row, 6)?,
-                balance: amount_col(row, 7)?,
-                last_sequence: row.get(8)?,
+                overdraft_limit: amount_col(row, 6)?,
+                debt: amount_col(row, 7)?,
+                balance: amount_col(row, 8)?,
+                last_sequence: row.get(9)?,
                 grants: Vec::new(),
                 holds: Vec::new(),
             };
@@ -555,8 +558,8 @@ fn chain_head(c: &Connection, wallet_id: u128) -> rusqlite::Result<ChainHead> {
 pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO wallets (id, customer_id, credit_system_id, scale, overdraft_limit, debt,
-            balance, last_sequence, next_event_at, created_at)
-         VALUES (?, ?, ?, ?, ?, 0, 0, 0, NULL, ?)",
+            balance, last_sequence, next_event_at, created_at, low_balance_threshold)
+         VALUES (?, ?, ?, ?, ?, 0, 0, 0, NULL, ?, ?)",
     )?
     .execute(params![
         ids::to_bytes(info.id),
@@ -564,8 +567,19 @@ pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusq
         ids::to_bytes(info.credit_system_id),
         info.scale.places(),
         wallet.overdraft_limit.atomic(),
-        micros(info.created_at)
+        micros(info.created_at),
+        info.low_balance_threshold.map(Amount::atomic)
     ])?;
+    Ok(())
+}
+
+/// Writes a wallet's settings kept beside its state (its threshold).
+pub fn update_wallet_info(c: &Connection, info: &WalletInfo) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE wallets SET low_balance_threshold = ? WHERE id = ?")?
+        .execute(params![
+            info.low_balance_threshold.map(Amount::atomic),
+            ids::to_bytes(info.id)
+        ])?;
     Ok(())
 }
 
@@ -597,6 +611,8 @@ pub enum Write {
     Promotion,
     /// A call to all customers' progress.
     BulkRun,
+    /// An event of the outbox.
+    Event,
 }
 
 impl Write {
@@ -654,6 +670,10 @@ impl Write {
                     access_period_unit = excluded.access_period_unit,
                     allow_multiple_grants = excluded.allow_multiple_grants,
                     applied = excluded.applied"
+            }
+            Write::Event => {
+                "INSERT INTO events (id, wallet_id, sequence, type, occurred_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             }
             Write::BulkRun => {
                 "INSERT OR REPLACE INTO bulk_runs (promotional_credit_id, run_id, action,
@@ -764,6 +784,17 @@ pub fn key_values(kept: &KeptResponse) -> Vec<Value> {
         Value::Text(body.to_string()),
         debit_id.map_or(Value::Null, |id| Value::Blob(id.to_vec())),
         Value::Integer(micros(kept.at)),
+    ]
+}
+
+pub fn event_values(event: &EventRecord) -> Vec<Value> {
+    vec![
+        id_value(event.id),
+        id_value(event.wallet_id),
+        sequence_value(event.sequence),
+        Value::Text(event.kind.as_str().to_string()),
+        Value::Integer(micros(event.occurred_at)),
+        Value::Text(event.data.clone()),
     ]
 }
 
@@ -1276,6 +1307,9 @@ pub fn insert_rows(c: &Connection, rows: &NewRows) -> rusqlite::Result<()> {
     }
     for kept in &rows.responses {
         insert_idempotency(c, kept)?;
+    }
+    for event in &rows.events {
+        execute_write(c, Write::Event, &event_values(event))?;
     }
     Ok(())
 }
@@ -1884,4 +1918,365 @@ pub fn purge_bulk_resumes(
         "DELETE FROM bulk_run_resumes WHERE saved_at < ? OR promotional_credit_id = ?",
     )?
     .execute(params![micros(before), opt_id_bytes(promotion_id)])
+}
+
+// ---- events and webhooks ----------------------------------------------------------
+
+const EVENT_COLUMNS: &str = "ev.id, ev.wallet_id, ev.sequence, ev.type, ev.occurred_at, ev.data";
+
+fn event_row_at(row: &Row, at: usize) -> rusqlite::Result<EventRecord> {
+    let kind: String = row.get(at + 3)?;
+    Ok(EventRecord {
+        id: id_col(row, at)?,
+        wallet_id: id_col(row, at + 1)?,
+        sequence: row.get(at + 2)?,
+        kind: EventType::parse(&kind).ok_or_else(|| unreadable(at + 3, "unknown event type"))?,
+        occurred_at: instant(row.get(at + 4)?),
+        data: row.get(at + 5)?,
+    })
+}
+
+fn event_row(row: &Row) -> rusqlite::Result<EventRecord> {
+    event_row_at(row, 0)
+}
+
+/// The sequence of the wallet's last event, 0 before its first.
+pub fn last_event_sequence(c: &Connection, wallet_id: u128) -> rusqlite::Result<u64> {
+    c.prepare_cached("SELECT coalesce(max(sequence), 0) FROM events WHERE wallet_id = ?")?
+        .query_row([ids::to_bytes(wallet_id)], |row| row.get(0))
+}
+
+pub fn event(c: &Connection, id: u128) -> rusqlite::Result<Option<EventRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events ev WHERE ev.id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], event_row)
+    .optional()
+}
+
+/// Events newest first, of one wallet or all.
+pub fn list_events(
+    c: &Connection,
+    wallet_id: Option<u128>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<EventRecord>> {
+    let wallet = wallet_id.map(ids::to_bytes);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events ev
+         WHERE (?1 IS NULL OR ev.wallet_id = ?1) AND ev.id < ?2 ORDER BY ev.id DESC LIMIT ?3"
+    );
+    page(c, &sql, &[&wallet], limit, starting_after, event_row)
+}
+
+/// The oldest events not yet fanned out to the endpoints.
+pub fn undispatched_events(c: &Connection, limit: usize) -> rusqlite::Result<Vec<EventRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events ev WHERE ev.dispatched = 0 ORDER BY ev.id LIMIT ?"
+    ))?
+    .query_map([limit as i64], event_row)?
+    .collect()
+}
+
+pub fn mark_dispatched(c: &Connection, event_ids: &[u128]) -> rusqlite::Result<()> {
+    let mut statement = c.prepare_cached("UPDATE events SET dispatched = 1 WHERE id = ?")?;
+    for id in event_ids {
+        statement.execute([ids::to_bytes(*id)])?;
+    }
+    Ok(())
+}
+
+/// How many events wait to be fanned out, and how many deliveries are pending.
+pub fn outbox_backlog(c: &Connection) -> rusqlite::Result<(u64, u64)> {
+    c.prepare_cached(
+        "SELECT (SELECT count(*) FROM events WHERE dispatched = 0),
+                (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
+    )?
+    .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+}
+
+const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, secret, enabled, created_at";
+
+fn endpoint_row(row: &Row) -> rusqlite::Result<WebhookEndpoint> {
+    let types: String = row.get(3)?;
+    Ok(WebhookEndpoint {
+        id: id_col(row, 0)?,
+        url: row.get(1)?,
+        description: row.get(2)?,
+        event_types: codec::strings_from_text(&types),
+        secret: row.get(4)?,
+        enabled: row.get(5)?,
+        created_at: instant(row.get(6)?),
+    })
+}
+
+pub fn webhook_endpoint(c: &Connection, id: u128) -> rusqlite::Result<Option<WebhookEndpoint>> {
+    c.prepare_cached(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], endpoint_row)
+    .optional()
+}
+
+/// Every endpoint, enabled or not (there are few).
+pub fn webhook_endpoints(c: &Connection) -> rusqlite::Result<Vec<WebhookEndpoint>> {
+    c.prepare_cached(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY id"
+    ))?
+    .query_map([], endpoint_row)?
+    .collect()
+}
+
+pub fn list_webhook_endpoints(
+    c: &Connection,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<WebhookEndpoint>> {
+    let sql = format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id < ? ORDER BY id DESC LIMIT ?"
+    );
+    page(c, &sql, &[], limit, starting_after, endpoint_row)
+}
+
+pub fn upsert_webhook_endpoint(c: &Connection, endpoint: &WebhookEndpoint) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO webhook_endpoints (id, url, description, event_types, secret, enabled,
+            created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET url = excluded.url, description = excluded.description,
+            event_types = excluded.event_types, enabled = excluded.enabled",
+    )?
+    .execute(params![
+        ids::to_bytes(endpoint.id),
+        endpoint.url,
+        endpoint.description,
+        codec::strings_to_text(&endpoint.event_types),
+        endpoint.secret,
+        endpoint.enabled,
+        micros(endpoint.created_at)
+    ])?;
+    Ok(())
+}
+
+/// Deletes an endpoint with its deliveries and their attempts.
+pub fn delete_webhook_endpoint(c: &Connection, id: u128) -> rusqlite::Result<bool> {
+    let key = ids::to_bytes(id);
+    c.prepare_cached(
+        "DELETE FROM webhook_attempts WHERE delivery_id IN
+            (SELECT id FROM webhook_deliveries WHERE endpoint_id = ?)",
+    )?
+    .execute([key])?;
+    c.prepare_cached("DELETE FROM webhook_deliveries WHERE endpoint_id = ?")?
+        .execute([key])?;
+    let deleted = c
+        .prepare_cached("DELETE FROM webhook_endpoints WHERE id = ?")?
+        .execute([key])?;
+    Ok(deleted > 0)
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.event_id, d.type, d.wallet_id, d.sequence,
+    d.status, d.attempts, d.next_attempt_at, d.retry_from, d.created_at, d.last_attempt_at,
+    d.last_status_code, d.last_error";
+const DELIVERY_COLUMN_COUNT: usize = 14;
+
+fn delivery_row(row: &Row) -> rusqlite::Result<Delivery> {
+    let kind: String = row.get(3)?;
+    let status: String = row.get(6)?;
+    Ok(Delivery {
+        id: id_col(row, 0)?,
+        endpoint_id: id_col(row, 1)?,
+        event_id: id_col(row, 2)?,
+        event_type: EventType::parse(&kind).ok_or_else(|| unreadable(3, "unknown event type"))?,
+        wallet_id: id_col(row, 4)?,
+        sequence: row.get(5)?,
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| unreadable(6, "unknown delivery status"))?,
+        attempts: row.get(7)?,
+        next_attempt_at: opt_instant(row.get(8)?),
+        retry_from: instant(row.get(9)?),
+        created_at: instant(row.get(10)?),
+        last_attempt_at: opt_instant(row.get(11)?),
+        last_status_code: row.get(12)?,
+        last_error: row.get(13)?,
+    })
+}
+
+pub fn insert_deliveries(c: &Connection, deliveries: &[Delivery]) -> rusqlite::Result<()> {
+    let mut statement = c.prepare_cached(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, type, wallet_id, sequence,
+            status, attempts, next_attempt_at, retry_from, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for d in deliveries {
+        statement.execute(params![
+            ids::to_bytes(d.id),
+            ids::to_bytes(d.endpoint_id),
+            ids::to_bytes(d.event_id),
+            d.event_type.as_str(),
+            ids::to_bytes(d.wallet_id),
+            i64::try_from(d.sequence).expect("fewer than 2^63 events"),
+            d.status.as_str(),
+            d.attempts,
+            d.next_attempt_at.map(micros),
+            micros(d.retry_from),
+            micros(d.created_at)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Claims up to `limit` deliveries due by `now` to enabled endpoints, each
+/// the first pending one of its wallet for its endpoint (so a wallet's
+/// events arrive in order): counts the attempt and moves its next attempt
+/// to `lease_until`, so nobody else sends it meanwhile.
+pub fn claim_deliveries(
+    c: &Connection,
+    now: Instant,
+    lease_until: Instant,
+    limit: usize,
+) -> rusqlite::Result<Vec<DeliveryJob>> {
+    let jobs: Vec<DeliveryJob> = c
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS}, w.url, w.secret, {EVENT_COLUMNS}
+             FROM webhook_deliveries d
+             JOIN webhook_endpoints w ON w.id = d.endpoint_id
+             JOIN events ev ON ev.id = d.event_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND w.enabled = 1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                   WHERE p.endpoint_id = d.endpoint_id AND p.wallet_id = d.wallet_id
+                     AND p.status = 'pending' AND p.sequence < d.sequence)
+             ORDER BY d.next_attempt_at, d.id LIMIT ?2"
+        ))?
+        .query_map(params![micros(now), limit as i64], |row| {
+            Ok(DeliveryJob {
+                delivery: delivery_row(row)?,
+                url: row.get(DELIVERY_COLUMN_COUNT)?,
+                secret: row.get(DELIVERY_COLUMN_COUNT + 1)?,
+                event: event_row_at(row, DELIVERY_COLUMN_COUNT + 2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut claim = c.prepare_cached(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?,
+            last_attempt_at = ? WHERE id = ?",
+    )?;
+    let mut claimed = Vec::with_capacity(jobs.len());
+    for mut job in jobs {
+        claim.execute(params![
+            micros(lease_until),
+            micros(now),
+            ids::to_bytes(job.delivery.id)
+        ])?;
+        job.delivery.attempts += 1;
+        job.delivery.next_attempt_at = Some(lease_until);
+        job.delivery.last_attempt_at = Some(now);
+        claimed.push(job);
+    }
+    Ok(claimed)
+}
+
+/// Records an attempt and what follows it, if the delivery is still the
+/// one that attempt claimed (pending, with that many attempts); false if not.
+pub fn finish_attempt(
+    c: &Connection,
+    attempt: &Attempt,
+    end: &AttemptEnd,
+) -> rusqlite::Result<bool> {
+    let (status, next) = match end {
+        AttemptEnd::Succeeded => (DeliveryStatus::Succeeded, None),
+        AttemptEnd::Retry(at) => (DeliveryStatus::Pending, Some(micros(*at))),
+        AttemptEnd::GiveUp => (DeliveryStatus::Failed, None),
+    };
+    let key = ids::to_bytes(attempt.delivery_id);
+    let updated = c
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, last_status_code = ?,
+                last_error = ? WHERE id = ? AND attempts = ? AND status = 'pending'",
+        )?
+        .execute(params![
+            status.as_str(),
+            next,
+            attempt.status_code,
+            attempt.error,
+            key,
+            attempt.number
+        ])?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO webhook_attempts (delivery_id, number, at, status_code, error,
+            duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        key,
+        attempt.number,
+        micros(attempt.at),
+        attempt.status_code,
+        attempt.error,
+        attempt.duration_ms
+    ])?;
+    Ok(true)
+}
+
+pub fn delivery(c: &Connection, id: u128) -> rusqlite::Result<Option<Delivery>> {
+    c.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ?"
+    ))?
+    .query_row([ids::to_bytes(id)], delivery_row)
+    .optional()
+}
+
+/// An endpoint's deliveries newest first, of one status or all.
+pub fn list_deliveries(
+    c: &Connection,
+    endpoint_id: u128,
+    status: Option<DeliveryStatus>,
+    limit: usize,
+    starting_after: Option<u128>,
+) -> rusqlite::Result<Page<Delivery>> {
+    let endpoint = ids::to_bytes(endpoint_id);
+    let status = status.map(DeliveryStatus::as_str);
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+         WHERE d.endpoint_id = ?1 AND (?2 IS NULL OR d.status = ?2) AND d.id < ?3
+         ORDER BY d.id DESC LIMIT ?4"
+    );
+    page(
+        c,
+        &sql,
+        &[&endpoint, &status],
+        limit,
+        starting_after,
+        delivery_row,
+    )
+}
+
+pub fn delivery_attempts(c: &Connection, delivery_id: u128) -> rusqlite::Result<Vec<Attempt>> {
+    c.prepare_cached(
+        "SELECT delivery_id, number, at, status_code, error, duration_ms FROM webhook_attempts
+         WHERE delivery_id = ? ORDER BY number",
+    )?
+    .query_map([ids::to_bytes(delivery_id)], |row| {
+        Ok(Attempt {
+            delivery_id: id_col(row, 0)?,
+            number: row.get(1)?,
+            at: instant(row.get(2)?),
+            status_code: row.get(3)?,
+            error: row.get(4)?,
+            duration_ms: row.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+/// Sends a finished delivery again: pending from `now`, with a new retry
+/// window. False when it is not finished (pending: its attempts go on).
+pub fn redeliver(c: &Connection, id: u128, now: Instant) -> rusqlite::Result<bool> {
+    let updated = c
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?1,
+                retry_from = ?1 WHERE id = ?2 AND status <> 'pending'",
+        )?
+        .execute(params![micros(now), ids::to_bytes(id)])?;
+    Ok(updated > 0)
 }
