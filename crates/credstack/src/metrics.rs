@@ -51,6 +51,10 @@ pub struct Metrics {
     journal_unmerged: Gauge,
     usage_messages: Family<OutcomeLabels, Counter>,
     usage_pending: Gauge,
+    outbox_pending: Gauge,
+    webhook_pending: Gauge,
+    webhook_attempts: Family<OutcomeLabels, Counter>,
+    webhook_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -111,8 +115,38 @@ impl Default for Metrics {
              (its lag; refreshed every 5 s, 0 without --nats-url)",
             usage_pending.clone(),
         );
+        let outbox_pending = Gauge::default();
+        registry.register(
+            "outbox_pending_events",
+            "Events committed to the outbox and not yet given their webhook deliveries \
+             (the outbox's lag; refreshed by the delivery loop)",
+            outbox_pending.clone(),
+        );
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "webhook_pending_deliveries",
+            "Webhook deliveries not yet delivered or given up",
+            webhook_pending.clone(),
+        );
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome: succeeded (a 2xx), failed (tried \
+             again later) or given_up (failed at the end of its retry window)",
+            webhook_attempts.clone(),
+        );
+        let webhook_seconds = latency_histogram();
+        registry.register(
+            "webhook_attempt_duration_seconds",
+            "Time from sending a webhook to its answer (or its failure)",
+            webhook_seconds.clone(),
+        );
         Metrics {
             registry,
+            outbox_pending,
+            webhook_pending,
+            webhook_attempts,
+            webhook_seconds,
             journal_unmerged,
             usage_messages,
             usage_pending,
@@ -155,6 +189,21 @@ impl Metrics {
     }
 
     /// One writer commit of `requests` requests that took `took`.
+    /// Events waiting for their deliveries, and deliveries pending.
+    pub fn outbox(&self, events: u64, deliveries: u64) {
+        self.outbox_pending
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+        self.webhook_pending
+            .set(i64::try_from(deliveries).unwrap_or(i64::MAX));
+    }
+
+    pub fn webhook_attempt(&self, outcome: &'static str, took: Duration) {
+        self.webhook_attempts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.webhook_seconds.observe(took.as_secs_f64());
+    }
+
     pub fn commit(&self, requests: usize, took: Duration) {
         self.commit_requests.observe(requests as f64);
         self.commit_seconds.observe(took.as_secs_f64());

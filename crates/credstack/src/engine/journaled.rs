@@ -190,6 +190,9 @@ impl Journaled {
             self.current().keys.push(kept.key.clone());
             self.keys.insert(kept.key, (kept.fingerprint, kept.kept));
         }
+        for event in &rows.events {
+            self.body.push(Write::Event, &sqlite::event_values(event));
+        }
     }
 
     pub fn grant(&mut self, record: &GrantRecord) {

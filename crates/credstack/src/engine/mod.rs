@@ -126,10 +126,13 @@ pub enum Request {
         customer_id: u128,
         credit_system_id: u128,
         overdraft_limit: Option<String>,
+        low_balance_threshold: Option<String>,
     },
+    /// Changes what is given; `Some(None)` clears the threshold.
     UpdateWallet {
         id: u128,
-        overdraft_limit: String,
+        overdraft_limit: Option<String>,
+        low_balance_threshold: Option<Option<String>>,
     },
     AddGrant(NewGrant),
     VoidGrant {
@@ -202,6 +205,38 @@ pub enum Request {
     DeleteSession {
         token_hash: [u8; 32],
     },
+    CreateWebhookEndpoint {
+        url: String,
+        description: Option<String>,
+        event_types: Vec<String>,
+        secret: String,
+    },
+    UpdateWebhookEndpoint {
+        id: u128,
+        url: Option<String>,
+        description: Option<Option<String>>,
+        event_types: Option<Vec<String>>,
+        enabled: Option<bool>,
+    },
+    DeleteWebhookEndpoint {
+        id: u128,
+    },
+    /// Gives up to `limit` events of the outbox a delivery for each enabled
+    /// endpoint that wants them, and marks them dispatched.
+    DispatchEvents {
+        limit: usize,
+    },
+    /// Claims deliveries due now, for `lease` (see `Store::claim_deliveries`).
+    ClaimDeliveries {
+        limit: usize,
+        lease: chrono::Duration,
+    },
+    /// Records how attempts ended.
+    FinishAttempts(Vec<(Attempt, AttemptEnd)>),
+    /// Sends a finished delivery again.
+    Redeliver {
+        id: u128,
+    },
 }
 
 /// A wallet with its live state and summary, as of the request that returned it.
@@ -237,6 +272,15 @@ pub enum Outcome {
     /// A response already rendered: what a long call that ran in several
     /// commits keeps under its idempotency key when it finishes.
     Rendered(StoredResponse),
+    /// The signing secret is shown once, when the endpoint is created.
+    WebhookEndpoint {
+        endpoint: Box<WebhookEndpoint>,
+        secret: Option<String>,
+    },
+    /// How many events were fanned out.
+    Dispatched(usize),
+    Claimed(Vec<DeliveryJob>),
+    Delivery(Box<Delivery>),
     Done,
 }
 
@@ -360,6 +404,8 @@ struct Cached {
     version: i64,
     /// The wallet's last entry, which its next entry follows.
     chain: ChainHead,
+    /// The sequence of its last event, once read (see `emit`).
+    events: Option<u64>,
 }
 
 struct Writer {
@@ -673,6 +719,7 @@ impl Writer {
                 wallet,
                 version,
                 chain,
+                events: None,
             };
             self.wallets.insert(cached.info.id, cached);
         }
@@ -828,6 +875,12 @@ impl Writer {
                     secret: None,
                 })))
             }
+            Ok(Outcome::WebhookEndpoint { endpoint, .. }) => {
+                Kept::Response((self.render)(&Ok(Outcome::WebhookEndpoint {
+                    endpoint: endpoint.clone(),
+                    secret: None,
+                })))
+            }
             _ => Kept::Response((self.render)(result)),
         };
         self.known.insert(
@@ -913,29 +966,24 @@ impl Writer {
                 customer_id,
                 credit_system_id,
                 overdraft_limit,
+                low_balance_threshold,
             } => self.create_wallet(
                 *customer_id,
                 *credit_system_id,
                 overdraft_limit.as_deref(),
+                low_balance_threshold.as_deref(),
                 now,
             ),
             Request::UpdateWallet {
                 id,
                 overdraft_limit,
-            } => {
-                self.with_wallet(*id, now, |info, wallet, changes| {
-                    let limit = parse_amount(
-                        "overdraft_limit",
-                        overdraft_limit,
-                        info.scale,
-                        Amount::parse_non_negative,
-                    )?;
-                    wallet
-                        .set_overdraft_limit(limit, now, changes)
-                        .map_err(|r| Error::from_rejection(r, "overdraft_limit"))
-                })?;
-                self.wallet_view(*id, now)
-            }
+                low_balance_threshold,
+            } => self.update_wallet(
+                *id,
+                overdraft_limit.as_deref(),
+                low_balance_threshold.as_ref().map(Option::as_deref),
+                now,
+            ),
             Request::AddGrant(new) => self.add_grant(new, now),
             Request::VoidGrant { id } => {
                 let record = self
@@ -1088,7 +1136,139 @@ impl Writer {
                 self.store()?.delete_session(token_hash)?;
                 Ok(Outcome::Done)
             }
+            Request::CreateWebhookEndpoint {
+                url,
+                description,
+                event_types,
+                secret,
+            } => {
+                let endpoint = WebhookEndpoint {
+                    id: self.ids.next(),
+                    url: crate::webhooks::checked_url(url)?,
+                    description: checked_opt_text("description", description.as_deref())?,
+                    event_types: crate::webhooks::checked_event_types(event_types)?,
+                    secret: secret.clone(),
+                    enabled: true,
+                    created_at: now,
+                };
+                self.store()?.upsert_webhook_endpoint(&endpoint)?;
+                Ok(Outcome::WebhookEndpoint {
+                    endpoint: Box::new(endpoint),
+                    secret: Some(secret.clone()),
+                })
+            }
+            Request::UpdateWebhookEndpoint {
+                id,
+                url,
+                description,
+                event_types,
+                enabled,
+            } => {
+                let mut endpoint = self
+                    .store()?
+                    .webhook_endpoint(*id)?
+                    .ok_or(Error::NotFound {
+                        what: "webhook endpoint",
+                    })?;
+                if let Some(url) = url {
+                    endpoint.url = crate::webhooks::checked_url(url)?;
+                }
+                if let Some(description) = description {
+                    endpoint.description = checked_opt_text("description", description.as_deref())?;
+                }
+                if let Some(types) = event_types {
+                    endpoint.event_types = crate::webhooks::checked_event_types(types)?;
+                }
+                if let Some(enabled) = enabled {
+                    endpoint.enabled = *enabled;
+                }
+                self.store()?.upsert_webhook_endpoint(&endpoint)?;
+                Ok(Outcome::WebhookEndpoint {
+                    endpoint: Box::new(endpoint),
+                    secret: None,
+                })
+            }
+            Request::DeleteWebhookEndpoint { id } => {
+                if !self.store()?.delete_webhook_endpoint(*id)? {
+                    return Err(Error::NotFound {
+                        what: "webhook endpoint",
+                    });
+                }
+                Ok(Outcome::Deleted {
+                    kind: Kind::WebhookEndpoint,
+                    id: *id,
+                })
+            }
+            Request::DispatchEvents { limit } => self.dispatch_events(*limit),
+            Request::ClaimDeliveries { limit, lease } => {
+                let wall = chrono::Utc::now();
+                let jobs = self
+                    .store()?
+                    .claim_deliveries(wall, wall + *lease, *limit)?;
+                Ok(Outcome::Claimed(jobs))
+            }
+            Request::FinishAttempts(attempts) => {
+                for (attempt, end) in attempts {
+                    self.store()?.finish_attempt(attempt, end)?;
+                }
+                Ok(Outcome::Done)
+            }
+            Request::Redeliver { id } => {
+                if !self.store()?.redeliver(*id, chrono::Utc::now())? {
+                    self.store()?.delivery(*id)?.ok_or(Error::NotFound {
+                        what: "webhook delivery",
+                    })?;
+                    return Err(Error::conflict(
+                        "delivery_pending",
+                        "the delivery is pending: its attempts go on",
+                    ));
+                }
+                let delivery = self.store()?.delivery(*id)?.expect("just redelivered");
+                Ok(Outcome::Delivery(Box::new(delivery)))
+            }
         }
+    }
+
+    /// Fans events out of the outbox: one pending delivery per enabled
+    /// endpoint that wants each, in the commit that marks it dispatched. On
+    /// PostgreSQL the events are locked as they are read, so two nodes
+    /// fan out different events.
+    fn dispatch_events(&mut self, limit: usize) -> Result<Outcome> {
+        let events = self.store()?.undispatched_events(limit)?;
+        if events.is_empty() {
+            return Ok(Outcome::Dispatched(0));
+        }
+        let endpoints = self.store()?.webhook_endpoints()?;
+        let wall = chrono::Utc::now();
+        let mut deliveries = Vec::new();
+        for event in &events {
+            for endpoint in endpoints
+                .iter()
+                .filter(|endpoint| endpoint.enabled && endpoint.wants(event.kind))
+            {
+                deliveries.push(Delivery {
+                    id: self.ids.next(),
+                    endpoint_id: endpoint.id,
+                    event_id: event.id,
+                    event_type: event.kind,
+                    wallet_id: event.wallet_id,
+                    sequence: event.sequence,
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    next_attempt_at: Some(wall),
+                    retry_from: wall,
+                    created_at: wall,
+                    last_attempt_at: None,
+                    last_status_code: None,
+                    last_error: None,
+                });
+            }
+        }
+        let store = self.store()?;
+        store.insert_deliveries(&deliveries)?;
+        let ids: Vec<u128> = events.iter().map(|event| event.id).collect();
+        store.mark_dispatched(&ids)?;
+        Ok(Outcome::Dispatched(events.len()))
     }
 
     fn create_credit_system(
@@ -1152,6 +1332,7 @@ impl Writer {
         customer_id: u128,
         credit_system_id: u128,
         overdraft_limit: Option<&str>,
+        low_balance_threshold: Option<&str>,
         now: Instant,
     ) -> Result<Outcome> {
         if self.store()?.customer(customer_id)?.is_none() {
@@ -1194,6 +1375,7 @@ impl Writer {
             credit_system_id,
             scale: cs.scale,
             created_at: now,
+            low_balance_threshold: threshold(low_balance_threshold, cs.scale)?,
         };
         let wallet = Wallet::new(limit);
         self.store()?.insert_wallet(&info, &wallet)?;
@@ -1206,9 +1388,47 @@ impl Writer {
             wallet,
             version: 0,
             chain: ChainHead::START,
+            events: Some(0),
         };
         self.wallets.insert(info.id, cached);
         self.wallet_view(info.id, now)
+    }
+
+    /// Changes a wallet's overdraft limit and low-balance threshold, both
+    /// checked before either is written.
+    fn update_wallet(
+        &mut self,
+        id: u128,
+        overdraft_limit: Option<&str>,
+        low_balance_threshold: Option<Option<&str>>,
+        now: Instant,
+    ) -> Result<Outcome> {
+        let info = self.with_wallet(id, now, |info, wallet, changes| {
+            let mut info = info.clone();
+            if let Some(text) = low_balance_threshold {
+                info.low_balance_threshold = threshold(text, info.scale)?;
+            }
+            if let Some(text) = overdraft_limit {
+                let limit = parse_amount(
+                    "overdraft_limit",
+                    text,
+                    info.scale,
+                    Amount::parse_non_negative,
+                )?;
+                wallet
+                    .set_overdraft_limit(limit, now, changes)
+                    .map_err(|r| Error::from_rejection(r, "overdraft_limit"))?;
+            }
+            Ok(info)
+        })?;
+        if low_balance_threshold.is_some() {
+            self.store()?.update_wallet_info(&info)?;
+            self.wallets
+                .get_mut(&id)
+                .expect("a changed wallet is cached")
+                .info = info;
+        }
+        self.wallet_view(id, now)
     }
 
     fn add_grant(&mut self, new: &NewGrant, now: Instant) -> Result<Outcome> {
@@ -1358,6 +1578,39 @@ impl Writer {
         if let Some(before) = self.touched.get_mut(&record.wallet_id) {
             before.push(record.grant.clone());
         }
+        self.emit(record.wallet_id, crate::events::grant_created(record))
+    }
+
+    /// Puts an event in the outbox, in the batch's commit, numbered after
+    /// the wallet's last. The wallet is one the batch changed, so it is in
+    /// memory and locked, and its version moves with the commit: another
+    /// node holding it reloads it, and reads its last event number again.
+    fn emit(&mut self, wallet_id: u128, event: crate::events::Emitted) -> StoreResult<()> {
+        let known = self
+            .wallets
+            .get(&wallet_id)
+            .and_then(|cached| cached.events);
+        let last = match known {
+            Some(last) => last,
+            None => self.store()?.last_event_sequence(wallet_id)?,
+        };
+        let cached = self
+            .wallets
+            .get_mut(&wallet_id)
+            .expect("an event's wallet was changed in this batch, so it is cached");
+        cached.events = Some(last + 1);
+        self.touched
+            .entry(wallet_id)
+            .or_insert_with(|| cached.wallet.grants.clone());
+        let data = crate::events::data_text(&cached.info, event.data);
+        self.pending.events.push(EventRecord {
+            id: self.ids.next(),
+            wallet_id,
+            sequence: last + 1,
+            kind: event.kind,
+            occurred_at: event.at,
+            data,
+        });
         Ok(())
     }
 
@@ -1394,6 +1647,10 @@ impl Writer {
         record.grant.status = credstack_core::GrantStatus::Voided;
         record.grant.ended_at = Some(now);
         self.store()?.update_grant_state(&record.grant)?;
+        self.emit(
+            record.wallet_id,
+            crate::events::finished_grant_voided(id, now, record.scale),
+        )?;
         Ok(())
     }
 
@@ -1473,6 +1730,9 @@ impl Writer {
         }
         for grant in &changes.finished_grants {
             self.write_grant_state(grant)?;
+        }
+        for event in crate::events::from_changes(info, &changes) {
+            self.emit(info.id, event)?;
         }
         for (hold, end, at) in &changes.finished_holds {
             // Captures record their debit themselves.
@@ -1607,6 +1867,19 @@ fn checked_metadata(metadata: &Metadata) -> Result<Metadata> {
         }
     }
     Ok(metadata.clone())
+}
+
+/// A low-balance threshold: `None` for none, else a non-negative amount.
+fn threshold(text: Option<&str>, scale: Scale) -> Result<Option<Amount>> {
+    text.map(|text| {
+        parse_amount(
+            "low_balance_threshold",
+            text,
+            scale,
+            Amount::parse_non_negative,
+        )
+    })
+    .transpose()
 }
 
 fn parse_amount(

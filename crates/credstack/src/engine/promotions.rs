@@ -547,6 +547,14 @@ impl Writer {
         };
         self.insert_grant(&record)?;
         self.write_assignment(&assignment)?;
+        self.emit(
+            wallet.id,
+            crate::events::promotional_credit(
+                EventType::PromotionalCreditGranted,
+                &assignment,
+                now,
+            ),
+        )?;
         Ok(Ok(assignment))
     }
 
@@ -588,6 +596,14 @@ impl Writer {
                     }) => {}
                     Err(error) => return Err(error),
                 }
+                self.emit(
+                    assignment.wallet_id,
+                    crate::events::promotional_credit(
+                        EventType::PromotionalCreditRevoked,
+                        &assignment,
+                        now,
+                    ),
+                )?;
                 outcome.revoked.push(assignment);
             }
         }
