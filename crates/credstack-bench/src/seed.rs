@@ -62,6 +62,7 @@ pub async fn wallets(
                 customer_id: customer.id,
                 credit_system_id,
                 overdraft_limit: None,
+                low_balance_threshold: None,
             };
             let Outcome::Wallet(wallet) = execute(&ledger, request).await else {
                 unreachable!("a wallet")

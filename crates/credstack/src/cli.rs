@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the HTTP API and the console, on the embedded store or on PostgreSQL.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a store against its ledger: every balance, remainder, sequence
     /// and entry hash. Runs beside a serving process (one read snapshot).
     /// Exits 1 when anything is wrong, with a report of what.
@@ -154,9 +154,31 @@ pub struct ServeArgs {
         default_value = "CREDSTACK_USAGE_DEAD"
     )]
     pub nats_dead_letter_stream: String,
+    /// Milliseconds a webhook attempt may take, answer included.
+    #[arg(long, env = "CREDSTACK_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub webhook_timeout_ms: u64,
+    /// Milliseconds before a failed webhook delivery's first retry; each
+    /// further wait doubles, up to an hour.
+    #[arg(long, env = "CREDSTACK_WEBHOOK_RETRY_BASE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub webhook_retry_base_ms: u64,
+    /// Seconds a failing webhook delivery is retried before it is given up.
+    #[arg(long, env = "CREDSTACK_WEBHOOK_RETRY_WINDOW_SECONDS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(0..=30 * 86_400))]
+    pub webhook_retry_window_seconds: u64,
 }
 
 impl ServeArgs {
+    fn webhooks(&self) -> crate::webhooks::Settings {
+        use std::time::Duration;
+        crate::webhooks::Settings {
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms),
+            retry_window: Duration::from_secs(self.webhook_retry_window_seconds),
+        }
+    }
+
     fn usage(&self) -> Option<crate::usage::UsageConfig> {
         self.nats_url.as_ref().map(|url| crate::usage::UsageConfig {
             url: url.clone(),
@@ -186,7 +208,7 @@ pub enum LogFormat {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Verify(args) => verify(args),
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
@@ -344,6 +366,7 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
                 }
             },
         };
+        crate::webhooks::spawn(ledger.clone(), args.webhooks());
         let listener = match tokio::net::TcpListener::bind(args.addr).await {
             Ok(listener) => listener,
             Err(error) => {

@@ -45,6 +45,7 @@ fn store_with_a_wallet(dir: &std::path::Path) -> (rusqlite::Connection, WalletIn
         credit_system_id: 1,
         scale,
         created_at: at(0),
+        low_balance_threshold: None,
     };
     main.insert_wallet(&info, &Wallet::new(Amount::from_atomic(100)))
         .unwrap();
@@ -235,6 +236,7 @@ async fn campaign_grants_read_back_their_unmerged_batches() {
                 customer_id: customer.id,
                 credit_system_id: system.id,
                 overdraft_limit: None,
+                low_balance_threshold: None,
             })
             .await
         else {

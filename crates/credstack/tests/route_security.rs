@@ -54,6 +54,20 @@ const MATRIX: &[(&str, &str, Scope)] = &[
     ("GET", "/v1/api_keys", Scope::Admin),
     ("POST", "/v1/api_keys", Scope::Admin),
     ("DELETE", "/v1/api_keys/{id}", Scope::Admin),
+    ("GET", "/v1/events", Scope::Read),
+    ("GET", "/v1/events/{id}", Scope::Read),
+    ("GET", "/v1/webhook_endpoints", Scope::Admin),
+    ("POST", "/v1/webhook_endpoints", Scope::Admin),
+    ("GET", "/v1/webhook_endpoints/{id}", Scope::Admin),
+    ("PATCH", "/v1/webhook_endpoints/{id}", Scope::Admin),
+    ("DELETE", "/v1/webhook_endpoints/{id}", Scope::Admin),
+    ("GET", "/v1/webhook_endpoints/{id}/deliveries", Scope::Admin),
+    ("GET", "/v1/webhook_deliveries/{id}", Scope::Admin),
+    (
+        "POST",
+        "/v1/webhook_deliveries/{id}/redeliver",
+        Scope::Admin,
+    ),
     ("GET", "/v1/test_clock", Scope::Read),
     ("POST", "/v1/test_clock/advance", Scope::Admin),
     ("GET", "/v1/metrics", Scope::Read),
@@ -258,6 +272,10 @@ struct Fixtures {
     promotion: String,
     promotion_to_delete: String,
     key_to_delete: String,
+    event: String,
+    endpoint: String,
+    endpoint_to_delete: String,
+    delivery: String,
     tag: String,
 }
 
@@ -291,6 +309,26 @@ async fn fixtures(server: &Server, tag: &str) -> Fixtures {
         .await
         .ok()
         .id();
+    let endpoint_body = json!({"url": "https://hooks.example/in", "event_types": ["*"]});
+    let endpoint = server
+        .post("/v1/webhook_endpoints", endpoint_body.clone())
+        .await
+        .ok()
+        .id();
+    let endpoint_to_delete = server
+        .post("/v1/webhook_endpoints", endpoint_body)
+        .await
+        .ok()
+        .id();
+    let event = server
+        .get(&format!("/v1/events?wallet_id={wallet}&limit=1"))
+        .await
+        .ok()
+        .body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let delivery = delivered(server, &endpoint).await;
     Fixtures {
         system,
         customer,
@@ -304,8 +342,61 @@ async fn fixtures(server: &Server, tag: &str) -> Fixtures {
         promotion,
         promotion_to_delete,
         key_to_delete,
+        event,
+        endpoint,
+        endpoint_to_delete,
+        delivery,
         tag: tag.to_string(),
     }
+}
+
+/// A delivery to this endpoint that has ended, so it can be redelivered:
+/// the delivery loop's steps (it runs only in `serve`), driven by hand
+/// through the ledger, with an attempt that succeeded.
+async fn delivered(server: &Server, endpoint: &str) -> String {
+    use credstack::engine::{Outcome, Request};
+    use credstack::records::{Attempt, AttemptEnd};
+    let ledger = server.ledger.as_ref().expect("an in-process server");
+    ledger
+        .execute(Request::DispatchEvents { limit: 1000 })
+        .await
+        .unwrap();
+    let Outcome::Claimed(jobs) = ledger
+        .execute(Request::ClaimDeliveries {
+            limit: 1000,
+            lease: chrono::Duration::seconds(60),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("claimed deliveries")
+    };
+    let ends = jobs
+        .iter()
+        .map(|job| {
+            let attempt = Attempt {
+                delivery_id: job.delivery.id,
+                number: job.delivery.attempts,
+                at: chrono::Utc::now(),
+                status_code: Some(200),
+                error: None,
+                duration_ms: 1,
+            };
+            (attempt, AttemptEnd::Succeeded)
+        })
+        .collect();
+    ledger.execute(Request::FinishAttempts(ends)).await.unwrap();
+    let log = server
+        .get(&format!(
+            "/v1/webhook_endpoints/{endpoint}/deliveries?status=succeeded&limit=1"
+        ))
+        .await
+        .ok()
+        .body;
+    log["data"][0]["id"]
+        .as_str()
+        .expect("a delivery")
+        .to_string()
 }
 
 /// The concrete path of a route for these fixtures.
@@ -323,6 +414,10 @@ fn path_of(method: &str, template: &str, f: &Fixtures) -> String {
         (_, t) if t.starts_with("/v1/holds/") => &f.hold,
         (_, t) if t.starts_with("/v1/promotional_credits/") => &f.promotion,
         (_, t) if t.starts_with("/v1/api_keys/") => &f.key_to_delete,
+        ("DELETE", "/v1/webhook_endpoints/{id}") => &f.endpoint_to_delete,
+        (_, t) if t.starts_with("/v1/webhook_endpoints/") => &f.endpoint,
+        (_, t) if t.starts_with("/v1/webhook_deliveries/") => &f.delivery,
+        (_, t) if t.starts_with("/v1/events/") => &f.event,
         _ => panic!("{method} {template}: a new kind of id; add it to path_of"),
     };
     template.replace("{id}", id)
@@ -362,6 +457,11 @@ fn body_of(method: &str, template: &str, f: &Fixtures) -> Option<Value> {
             json!({"customer_ids": [f.customer]})
         }
         ("POST", "/v1/api_keys") => json!({"name": format!("made {tag}"), "scope": "admin"}),
+        ("POST", "/v1/webhook_endpoints") => {
+            json!({"url": format!("https://hooks.example/{tag}"), "event_types": ["*"]})
+        }
+        ("PATCH", "/v1/webhook_endpoints/{id}") => json!({"description": format!("Renamed {tag}")}),
+        ("POST", "/v1/webhook_deliveries/{id}/redeliver") => json!({}),
         ("POST", "/v1/test_clock/advance") => json!({"to": "2025-02-01T00:00:00Z"}),
         _ => panic!("{method} {template}: add a valid body to body_of"),
     };
@@ -402,6 +502,10 @@ async fn state(server: &Server, f: &Fixtures) -> Value {
             server.get(&format!("/v1/holds/{}", f.hold_to_release)).await.ok().body,
         ],
         "clock": server.get("/v1/test_clock").await.ok().body,
+        "endpoints": server.get("/v1/webhook_endpoints?limit=100").await.ok().body,
+        "delivery": server
+            .get(&format!("/v1/webhook_deliveries/{}", f.delivery))
+            .await.ok().body,
     })
 }
 

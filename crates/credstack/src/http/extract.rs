@@ -76,7 +76,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 /// The fields whose value is a JSON array in some request type.
-const LIST_FIELDS: [&str; 2] = ["debits", "customer_ids"];
+const LIST_FIELDS: [&str; 3] = ["debits", "customer_ids", "event_types"];
 
 /// Fix: serde reads a struct from a JSON array too, by field order, so
 /// `PATCH /v1/credit_systems/{id}` with `["x", "inactive"]` renamed and
@@ -296,7 +296,8 @@ impl IdempotencyKey {
 }
 
 /// The scope a route needs: GETs need `read`; recording usage needs `usage`;
-/// everything else, and every API key route, needs `admin`.
+/// everything else, and every API key and webhook route (their URLs and
+/// delivery logs), needs `admin`.
 pub fn required_scope(method: &Method, path: &str) -> Scope {
     const USAGE_ROUTES: [&str; 5] = [
         "/v1/wallets/{id}/debits",
@@ -305,7 +306,7 @@ pub fn required_scope(method: &Method, path: &str) -> Scope {
         "/v1/holds/{id}/capture",
         "/v1/holds/{id}/release",
     ];
-    if path.starts_with("/v1/api_keys") {
+    if path.starts_with("/v1/api_keys") || path.starts_with("/v1/webhook_") {
         Scope::Admin
     } else if method == Method::GET {
         Scope::Read

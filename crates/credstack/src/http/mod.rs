@@ -8,6 +8,7 @@ pub mod limits;
 pub mod openapi;
 pub mod promotions;
 pub mod routes;
+pub mod webhooks;
 pub mod wire;
 
 use crate::engine::{Outcome, Reply};
@@ -87,6 +88,30 @@ pub fn app(ledger: Ledger, limits: &limits::Limits) -> Router {
         )
         .route("/v1/api_keys", post(create_api_key).get(list_api_keys))
         .route("/v1/api_keys/{id}", axum::routing::delete(delete_api_key))
+        .route("/v1/events", get(webhooks::list_events))
+        .route("/v1/events/{id}", get(webhooks::get_event))
+        .route(
+            "/v1/webhook_endpoints",
+            post(webhooks::create_webhook_endpoint).get(webhooks::list_webhook_endpoints),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(webhooks::get_webhook_endpoint)
+                .patch(webhooks::update_webhook_endpoint)
+                .delete(webhooks::delete_webhook_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/deliveries",
+            get(webhooks::list_webhook_deliveries),
+        )
+        .route(
+            "/v1/webhook_deliveries/{id}",
+            get(webhooks::get_webhook_delivery),
+        )
+        .route(
+            "/v1/webhook_deliveries/{id}/redeliver",
+            post(webhooks::redeliver_webhook_delivery),
+        )
         .route("/v1/test_clock", get(test_clock))
         .route("/v1/test_clock/advance", post(advance_test_clock))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -133,6 +158,11 @@ async fn method_not_allowed() -> Response {
         update_promotional_credit, delete_promotional_credit, grant_promotional_credit,
         revoke_promotional_credit, list_promotion_customers,
         create_api_key, list_api_keys, delete_api_key,
+        webhooks::list_events, webhooks::get_event,
+        webhooks::create_webhook_endpoint, webhooks::list_webhook_endpoints,
+        webhooks::get_webhook_endpoint, webhooks::update_webhook_endpoint,
+        webhooks::delete_webhook_endpoint, webhooks::list_webhook_deliveries,
+        webhooks::get_webhook_delivery, webhooks::redeliver_webhook_delivery,
         test_clock, advance_test_clock, metrics,
     ),
     modifiers(&Security, &CommonResponses)

@@ -295,6 +295,7 @@ pub async fn create_wallet(
         customer_id: body_id(Kind::Customer, &b.customer_id, "customer_id")?,
         credit_system_id: body_id(Kind::CreditSystem, &b.credit_system_id, "credit_system_id")?,
         overdraft_limit: b.overdraft_limit.clone(),
+        low_balance_threshold: b.low_balance_threshold.clone(),
     };
     Ok(reply(
         ledger
@@ -335,11 +336,21 @@ pub async fn update_wallet(
     body: JsonBody<UpdateWallet>,
 ) -> Answer {
     let id = path_id(Kind::Wallet, &id, "wallet")?;
+    let overdraft_limit = match body.value.overdraft_limit {
+        Some(None) => {
+            return Err(ApiError::invalid(
+                "overdraft_limit",
+                "overdraft_limit must be an amount, not null; \"0\" allows no overdraft",
+            ));
+        }
+        limit => limit.flatten(),
+    };
     Ok(reply_result(
         ledger
             .execute(Request::UpdateWallet {
                 id,
-                overdraft_limit: body.value.overdraft_limit,
+                overdraft_limit,
+                low_balance_threshold: body.value.low_balance_threshold,
             })
             .await,
     ))
@@ -826,6 +837,7 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
             id: crate::ids::format(*kind, *id),
             object: match kind {
                 Kind::PromotionalCredit => "promotional_credit",
+                Kind::WebhookEndpoint => "webhook_endpoint",
                 _ => "api_key",
             },
             deleted: true,
@@ -852,8 +864,17 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
             let data = replies.iter().map(super::batch_result).collect();
             serde_json::to_value(BatchResults { data })
         }
-        // Internal steps of a call to all customers; never an API answer.
-        Outcome::Done | Outcome::BulkClaim(_) => Ok(serde_json::json!({})),
+        Outcome::WebhookEndpoint { endpoint, secret } => {
+            serde_json::to_value(WebhookEndpointWire::new(endpoint, secret.clone()))
+        }
+        Outcome::Delivery(delivery) => {
+            serde_json::to_value(WebhookDeliveryWire::new(delivery, None))
+        }
+        // Internal steps (of a call to all customers, of webhook
+        // delivery); never an API answer.
+        Outcome::Done | Outcome::BulkClaim(_) | Outcome::Dispatched(_) | Outcome::Claimed(_) => {
+            Ok(serde_json::json!({}))
+        }
     };
     value.expect("wire types serialize")
 }

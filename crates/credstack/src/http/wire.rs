@@ -200,6 +200,9 @@ pub struct WalletWire {
     pub available: String,
     pub held: String,
     pub debt: String,
+    /// `wallet.low_balance` is sent each time the balance falls below it;
+    /// `null` for none.
+    pub low_balance_threshold: Option<String>,
     pub created_at: String,
 }
 
@@ -217,6 +220,7 @@ impl From<&WalletView> for WalletWire {
             available: money(s.available, scale),
             held: money(s.held, scale),
             debt: money(s.debt, scale),
+            low_balance_threshold: view.info.low_balance_threshold.map(|t| money(t, scale)),
             created_at: time(view.info.created_at),
         }
     }
@@ -232,13 +236,22 @@ pub struct CreateWallet {
     /// How far below zero the wallet may go. Default `"0"`.
     #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
     pub overdraft_limit: Option<String>,
+    /// `wallet.low_balance` is sent each time the balance falls below it.
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
+    pub low_balance_threshold: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWallet {
-    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
-    pub overdraft_limit: String,
+    /// Not `null`: `"0"` allows no overdraft.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
+    pub overdraft_limit: Option<Option<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
+    pub low_balance_threshold: Option<Option<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -989,6 +1002,178 @@ impl From<&PromotionCustomer> for PromotionCustomerWire {
             active_assignments: row.active_assignments,
             last_granted_at: time(row.last_granted_at),
             revoked_at: opt_time(row.revoked_at),
+        }
+    }
+}
+
+// ---- events and webhooks --------------------------------------------------------
+
+/// An event: what happened to a wallet, numbered per wallet. The body of
+/// every webhook delivery is this object.
+#[derive(Serialize, ToSchema)]
+pub struct EventWire {
+    pub id: String,
+    /// Always `event`.
+    pub object: &'static str,
+    /// `grant.created`, `grant.renewed`, `grant.expired`, `grant.voided`,
+    /// `wallet.low_balance`, `wallet.depleted`, `hold.expired`,
+    /// `promotional_credit.granted` or `promotional_credit.revoked`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it happened, on the ledger's clock.
+    pub created_at: String,
+    pub wallet_id: String,
+    /// The wallet's events are numbered 1, 2, 3… in the order they happened.
+    pub sequence: u64,
+    /// The ids and figures of what happened, with `customer_id` and
+    /// `credit_system_id`.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+impl From<&EventRecord> for EventWire {
+    fn from(event: &EventRecord) -> Self {
+        EventWire {
+            id: ids::format(Kind::Event, event.id),
+            object: "event",
+            kind: event.kind.as_str(),
+            created_at: time(event.occurred_at),
+            wallet_id: ids::format(Kind::Wallet, event.wallet_id),
+            sequence: event.sequence,
+            data: serde_json::from_str(&event.data).expect("event data is stored as JSON"),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookEndpointWire {
+    pub id: String,
+    /// Always `webhook_endpoint`.
+    pub object: &'static str,
+    pub url: String,
+    pub description: Option<String>,
+    /// The event types delivered here; `*` for all.
+    pub event_types: Vec<String>,
+    /// A disabled endpoint gets no new deliveries and none are sent.
+    pub enabled: bool,
+    /// The signing secret, shown once: when the endpoint is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: String,
+}
+
+impl WebhookEndpointWire {
+    pub fn new(endpoint: &WebhookEndpoint, secret: Option<String>) -> WebhookEndpointWire {
+        WebhookEndpointWire {
+            id: ids::format(Kind::WebhookEndpoint, endpoint.id),
+            object: "webhook_endpoint",
+            url: endpoint.url.clone(),
+            description: endpoint.description.clone(),
+            event_types: endpoint.event_types.clone(),
+            enabled: endpoint.enabled,
+            secret,
+            created_at: time(endpoint.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookEndpoint {
+    /// An absolute `http` or `https` URL, at most 2048 characters.
+    #[schema(min_length = 1, max_length = 2048)]
+    pub url: String,
+    /// Event types to deliver, or `["*"]` for all.
+    #[schema(min_items = 1)]
+    pub event_types: Vec<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhookEndpoint {
+    #[schema(min_length = 1, max_length = 2048)]
+    pub url: Option<String>,
+    #[schema(min_items = 1)]
+    pub event_types: Option<Vec<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptWire {
+    pub number: u32,
+    /// When it was sent (wall clock).
+    pub at: String,
+    /// The endpoint's HTTP status; `null` when no answer came.
+    pub status_code: Option<u16>,
+    /// Why it failed; `null` when it succeeded.
+    pub error: Option<String>,
+    pub duration_ms: u32,
+}
+
+impl From<&Attempt> for AttemptWire {
+    fn from(attempt: &Attempt) -> Self {
+        AttemptWire {
+            number: attempt.number,
+            at: time(attempt.at),
+            status_code: attempt.status_code,
+            error: attempt.error.clone(),
+            duration_ms: attempt.duration_ms,
+        }
+    }
+}
+
+/// One event on its way to one endpoint. Instants are wall-clock.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookDeliveryWire {
+    pub id: String,
+    /// Always `webhook_delivery`.
+    pub object: &'static str,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: &'static str,
+    pub wallet_id: String,
+    /// The event's sequence in its wallet.
+    pub sequence: u64,
+    /// `pending`, `succeeded` or `failed` (given up after the retry window).
+    pub status: &'static str,
+    pub attempt_count: u32,
+    /// While pending: the next attempt, no earlier.
+    pub next_attempt_at: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    /// Every attempt, oldest first: only when one delivery is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptWire>>,
+}
+
+impl WebhookDeliveryWire {
+    pub fn new(delivery: &Delivery, attempts: Option<&[Attempt]>) -> WebhookDeliveryWire {
+        WebhookDeliveryWire {
+            id: ids::format(Kind::WebhookDelivery, delivery.id),
+            object: "webhook_delivery",
+            endpoint_id: ids::format(Kind::WebhookEndpoint, delivery.endpoint_id),
+            event_id: ids::format(Kind::Event, delivery.event_id),
+            event_type: delivery.event_type.as_str(),
+            wallet_id: ids::format(Kind::Wallet, delivery.wallet_id),
+            sequence: delivery.sequence,
+            status: delivery.status.as_str(),
+            attempt_count: delivery.attempts,
+            next_attempt_at: match delivery.status {
+                DeliveryStatus::Pending => opt_time(delivery.next_attempt_at),
+                _ => None,
+            },
+            last_attempt_at: opt_time(delivery.last_attempt_at),
+            last_status_code: delivery.last_status_code,
+            last_error: delivery.last_error.clone(),
+            created_at: time(delivery.created_at),
+            attempts: attempts.map(|list| list.iter().map(AttemptWire::from).collect()),
         }
     }
 }

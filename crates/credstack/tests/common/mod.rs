@@ -756,6 +756,7 @@ pub async fn wallet_with_a_grant(ledger: &Ledger, amount: &str) -> u128 {
             customer_id: customer.id,
             credit_system_id: cs.id,
             overdraft_limit: None,
+            low_balance_threshold: None,
         })
         .await
         .unwrap()
