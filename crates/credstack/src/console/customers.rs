@@ -1071,6 +1071,7 @@ pub async fn create_wallet(
                 customer_id,
                 credit_system_id,
                 overdraft_limit: optional(&form.overdraft_limit),
+                low_balance_threshold: None,
             })
             .await
             .map_err(form_errors),

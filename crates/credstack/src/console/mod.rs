@@ -14,6 +14,7 @@ mod credit_systems;
 mod customers;
 mod promotions;
 mod session;
+mod webhooks;
 
 use crate::ledger::Ledger;
 use askama::Template;
@@ -72,6 +73,14 @@ pub fn router() -> Router<Ledger> {
         .route(
             "/offers/promotions/credit/{id}/jobs/{job}",
             get(promotions::job_progress),
+        )
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}", get(webhooks::show))
+        .route("/webhooks/{id}/enabled", post(webhooks::set_enabled))
+        .route("/webhooks/{id}/delete", post(webhooks::delete))
+        .route(
+            "/webhook-deliveries/{id}/redeliver",
+            post(webhooks::redeliver),
         )
 }
 
