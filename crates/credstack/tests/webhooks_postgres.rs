@@ -1,0 +1,4 @@
+//! `webhooks.rs` again, with the server on a fresh PostgreSQL database.
+
+#[path = "webhooks.rs"]
+mod suite;
