@@ -2,7 +2,8 @@
 
 Creates three credit systems (scale 0, 2 and 6), each with a customer, a
 wallet holding paid, recurring bundled and expiring promotional grants, a
-debit, a hold and a promotional credit, then writes their ids as
+debit, a hold and a promotional credit, and a webhook endpoint (created
+first, so every seeded event has a delivery to it), then writes their ids as
 schemathesis dictionaries (one quoted id a line) that .ci/schemathesis.toml
 binds to the `id` parameters and id fields, so fuzzed calls reach real
 objects instead of stopping at 404.
@@ -12,6 +13,7 @@ Usage: python schemathesis-seed.py BASE_URL ADMIN_KEY OUT_DIR
 
 import json
 import sys
+import time
 import urllib.request
 
 base, key, out_dir = sys.argv[1:]
@@ -30,8 +32,23 @@ def post(path, body):
 
 ids = {
     name: []
-    for name in ["credit_systems", "customers", "wallets", "grants", "debits", "holds", "promotional_credits"]
+    for name in [
+        "credit_systems",
+        "customers",
+        "wallets",
+        "grants",
+        "debits",
+        "holds",
+        "promotional_credits",
+        "webhook_endpoints",
+        "events",
+        "webhook_deliveries",
+    ]
 }
+# Nothing listens on the discard port: every delivery fails and is retried,
+# so the log holds pending deliveries and attempts with errors.
+endpoint = post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]})
+ids["webhook_endpoints"].append(endpoint)
 for scale in (0, 2, 6):
     system = post(
         "/v1/credit_systems",
@@ -64,6 +81,25 @@ for scale in (0, 2, 6):
             {"name": f"Seed promotion {scale}", "credit_system_id": system, "quantity": "25", "reset_interval": "month"},
         )
     )
+
+
+
+def get(path):
+    request = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + key})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+ids["events"] = [event["id"] for event in get("/v1/events?limit=20")["data"]]
+# The delivery loop fans events out to endpoints within a moment.
+for _ in range(100):
+    deliveries = get(f"/v1/webhook_endpoints/{endpoint}/deliveries?limit=20")["data"]
+    if deliveries:
+        ids["webhook_deliveries"] = [delivery["id"] for delivery in deliveries]
+        break
+    time.sleep(0.1)
+else:
+    sys.exit("no webhook deliveries were made for the seeded events")
 
 for name, values in ids.items():
     with open(f"{out_dir}/{name}.dict", "w") as out:
