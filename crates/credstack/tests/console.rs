@@ -3,8 +3,13 @@
 
 mod common;
 
-use common::{ADMIN_KEY, Server, browser};
+use common::receiver::Receiver;
+use common::{ADMIN_KEY, Server, browser, eventually};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
+use sha2::Sha256;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Customers with wallets (and one without) in a new credit system.
 async fn seed(server: &Server) -> (String, Vec<(String, String)>) {
@@ -495,4 +500,121 @@ async fn console_customer_balance_and_chart_change() {
     assert_eq!(balance["balance"], "0", "voiding forfeits the remainder");
     let entries = server.entries(&wallet).await;
     assert_eq!(entries.last().unwrap()["type"], "void");
+}
+
+/// Webhooks in the console: add an endpoint for one event type (its secret
+/// shown once), watch a delivery to a failing receiver give up in the
+/// delivery log, redeliver it by hand once the receiver recovers, then
+/// disable and delete the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_webhooks_add_an_endpoint_and_redeliver_by_hand() {
+    let server = Server::start().await;
+    let Some(browser) = browser::start().await else {
+        return;
+    };
+    // The delivery loop `serve` runs, with a window short enough to give up
+    // within the test.
+    credstack::webhooks::spawn(
+        server.ledger.clone().expect("an in-process server"),
+        credstack::webhooks::Settings {
+            timeout: Duration::from_secs(5),
+            retry_base: Duration::from_millis(100),
+            retry_window: Duration::from_secs(1),
+        },
+    );
+    let receiver = Receiver::start().await;
+    receiver.state.fail.store(usize::MAX, Ordering::SeqCst);
+    let wallet = server.wallet(0).await;
+    let base = &server.base;
+    browser.sign_in(base, ADMIN_KEY).await;
+    browser.goto(&format!("{base}/webhooks")).await;
+    browser.wait_for_text("No webhook endpoints yet.").await;
+    browser.click("button[data-open='create-endpoint']").await;
+    browser.fill("#wh-url", &receiver.url).await;
+    browser.fill("#wh-description", "Billing system").await;
+    browser
+        .click("input[name=event_types][value='grant.created']")
+        .await;
+    browser.submit("#create-endpoint button[type=submit]").await;
+    browser.wait_for_text("shown only this once").await;
+    let secret = browser.text("#webhook-secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    browser.screenshot("webhooks").await;
+    let listed = server.get("/v1/webhook_endpoints").await.ok().body;
+    let endpoint = listed["data"][0].clone();
+    assert_eq!(endpoint["url"], receiver.url.as_str());
+    assert_eq!(endpoint["event_types"], json!(["grant.created"]));
+    assert_eq!(endpoint["description"], "Billing system");
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_string();
+    // Shown once: the list and the endpoint's page never show it again.
+    browser.goto(&format!("{base}/webhooks")).await;
+    assert!(!browser.page_text().await.contains(&secret));
+
+    // A grant (grant.created, subscribed) and a debit to zero
+    // (wallet.depleted, not subscribed): one delivery, which fails until
+    // its window closes.
+    server
+        .grant_ok(&wallet, json!({"amount": "5", "purpose": "paid"}))
+        .await;
+    server.debit(&wallet, "5").await.ok();
+    let deliveries = format!("/v1/webhook_endpoints/{endpoint_id}/deliveries");
+    eventually("the delivery is given up", || async {
+        let log = server.get(&deliveries).await.ok().body;
+        log["data"][0]["status"] == "failed"
+    })
+    .await;
+    let log = server.get(&deliveries).await.ok().body;
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
+    browser
+        .goto(&format!("{base}/webhooks/{endpoint_id}"))
+        .await;
+    assert_eq!(browser.text("tr[data-delivery] .badge").await, "failed");
+    let page = browser.page_text().await;
+    assert!(page.contains("the endpoint answered 500"), "{page}");
+    assert!(!page.contains(&secret));
+    browser.screenshot("webhook-delivery-log").await;
+
+    // The receiver recovers; the operator sends the delivery again.
+    receiver.state.fail.store(0, Ordering::SeqCst);
+    browser
+        .submit("button[aria-label='Redeliver grant.created 1']")
+        .await;
+    browser.wait_for_text("will be sent again").await;
+    eventually("the redelivery arrives", || async {
+        receiver.delivered().len() == 1
+    })
+    .await;
+    let delivered = &receiver.delivered()[0];
+    assert_eq!(delivered["type"], "grant.created");
+    assert_eq!(delivered["wallet_id"], wallet.as_str());
+    let arrived = receiver.received();
+    let last = arrived.last().unwrap();
+    // Signed with the secret the page showed.
+    let (t, v1) = last.signature.split_once(",v1=").unwrap();
+    let t = t.strip_prefix("t=").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{}", last.raw).as_bytes());
+    assert_eq!(hex::encode(mac.finalize().into_bytes()), v1);
+    browser
+        .goto(&format!("{base}/webhooks/{endpoint_id}?status=succeeded"))
+        .await;
+    assert_eq!(browser.text("tr[data-delivery] .badge").await, "succeeded");
+
+    // Disable, then delete (behind a confirmation).
+    browser.submit("form[action$='/enabled'] button").await;
+    browser.wait_for_text("Endpoint disabled").await;
+    let read = server
+        .get(&format!("/v1/webhook_endpoints/{endpoint_id}"))
+        .await
+        .ok()
+        .body;
+    assert_eq!(read["enabled"], false);
+    browser.click("summary[aria-label='Delete endpoint']").await;
+    browser
+        .submit("form[action$='/delete'] button[type=submit]")
+        .await;
+    browser.wait_for_text("Endpoint deleted").await;
+    let listed = server.get("/v1/webhook_endpoints").await.ok().body;
+    assert_eq!(listed["data"], json!([]));
+    assert_eq!(server.get(&deliveries).await.status, 404);
 }

@@ -9,10 +9,10 @@ mod common;
 
 use async_nats::jetstream;
 use common::process::Process;
-use common::{Server, metric_sample as sample};
+use common::{Server, eventually, metric_sample as sample};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KEY: &str = "csk_usage_nats_admin_key";
 
@@ -128,19 +128,6 @@ async fn publish(js: &jetstream::Context, subject: &str, payload: String) {
         .expect("publish")
         .await
         .expect("stored by JetStream");
-}
-
-/// Waits until `check` holds, at most a minute.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn balance(client: &Server, wallet: &str) -> i64 {

@@ -7,98 +7,14 @@
 mod common;
 
 use common::process::{LogOnFailure, Process, free_port};
-use common::{START, Server, metric_sample};
+use common::receiver::{Received, Receiver};
+use common::{START, Server, eventually, metric_sample};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 const KEY: &str = "csk_webhooks_admin_key";
-
-/// One request the receiver got.
-#[derive(Clone, Debug)]
-struct Received {
-    body: Value,
-    signature: String,
-    raw: String,
-    /// What the receiver answered.
-    status: u16,
-}
-
-#[derive(Default)]
-struct Behaviour {
-    received: Mutex<Vec<Received>>,
-    /// Answer 500 to this many requests first.
-    fail: AtomicUsize,
-    /// Hold this many requests without answering (until the test ends).
-    stall: AtomicUsize,
-}
-
-/// An HTTP receiver on a loopback port.
-struct Receiver {
-    url: String,
-    state: Arc<Behaviour>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let state: Arc<Behaviour> = Arc::default();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let shared = state.clone();
-        let app = axum::Router::new().route(
-            "/hooks",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-                let state = shared.clone();
-                async move {
-                    if take(&state.stall) {
-                        // Never answers: the sender's attempt is in flight.
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    let status = if take(&state.fail) { 500 } else { 200 };
-                    state.received.lock().unwrap().push(Received {
-                        body: serde_json::from_str(&body).unwrap(),
-                        signature: headers
-                            .get("credstack-signature")
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default(),
-                        raw: body,
-                        status,
-                    });
-                    axum::http::StatusCode::from_u16(status).unwrap()
-                }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver {
-            url: format!("http://127.0.0.1:{port}/hooks"),
-            state,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
-    }
-
-    /// Bodies answered 200, in the order they arrived.
-    fn delivered(&self) -> Vec<Value> {
-        self.received()
-            .into_iter()
-            .filter(|r| r.status == 200)
-            .map(|r| r.body)
-            .collect()
-    }
-}
-
-/// Takes one from a counter, if any is left.
-fn take(counter: &AtomicUsize) -> bool {
-    counter
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-}
 
 /// Checks the signature header independently: HMAC-SHA256 under the
 /// secret of `<t>.<body>`.
@@ -158,19 +74,6 @@ impl Node {
 async fn metrics(client: &Server) -> String {
     let body = client.get("/v1/metrics").await.ok().body;
     body.as_str().expect("metrics are text").to_string()
-}
-
-/// Waits until `check` holds, at most a minute.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Creates an endpoint for every event type; returns its id and secret.

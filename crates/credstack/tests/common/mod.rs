@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod pg;
 pub mod process;
+pub mod receiver;
 
 use credstack::clock::Clock;
 use credstack::ledger::{Backend, Config, Ledger};
@@ -332,6 +333,22 @@ pub fn metric_sample(text: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse().expect("a number"))
         })
         .unwrap_or(0.0)
+}
+
+/// Waits until `check` holds, polling every 50 ms, at most a minute.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn rand_suffix() -> u64 {
