@@ -42,7 +42,8 @@ fn grant_id(id: u128) -> String {
 /// The events a wallet's changes tell, in the order they happened: grant
 /// renewals and ends, hold expiries, and the balance falling below the
 /// wallet's threshold (`wallet.low_balance`) or to zero (`wallet.depleted`),
-/// each once per crossing, read from the entries' running balance.
+/// each once per crossing, read from the balance after each instant's
+/// entries.
 pub fn from_changes(info: &WalletInfo, changes: &Changes) -> Vec<Emitted> {
     let scale = info.scale;
     let money = |amount: Amount| amount.format(scale);
@@ -93,28 +94,36 @@ pub fn from_changes(info: &WalletInfo, changes: &Changes) -> Vec<Emitted> {
             });
         }
     }
+    // The balance is read between instants, not between entries: one
+    // instant's entries can dip and come back (a renewal forfeits the old
+    // cycle before it credits the new one; a grant that repays debt is
+    // drawn before the debt is credited), and nobody ever saw the dip.
     if let Some(first) = changes.entries.first() {
         let mut balance = first.balance_after.atomic() - first.amount.atomic();
-        for entry in &changes.entries {
-            let after = entry.balance_after.atomic();
+        for group in changes
+            .entries
+            .chunk_by(|a, b| a.occurred_at == b.occurred_at)
+        {
+            let last = group.last().expect("a chunk is never empty");
+            let after = last.balance_after.atomic();
             if let Some(threshold) = info.low_balance_threshold
                 && balance >= threshold.atomic()
                 && after < threshold.atomic()
             {
                 emitted.push(Emitted {
-                    at: entry.occurred_at,
+                    at: last.occurred_at,
                     kind: EventType::WalletLowBalance,
                     data: object(json!({
-                        "balance": money(entry.balance_after),
+                        "balance": money(last.balance_after),
                         "low_balance_threshold": money(threshold),
                     })),
                 });
             }
             if balance > 0 && after <= 0 {
                 emitted.push(Emitted {
-                    at: entry.occurred_at,
+                    at: last.occurred_at,
                     kind: EventType::WalletDepleted,
-                    data: object(json!({ "balance": money(entry.balance_after) })),
+                    data: object(json!({ "balance": money(last.balance_after) })),
                 });
             }
             balance = after;
@@ -193,4 +202,145 @@ pub fn data_text(info: &WalletInfo, mut data: Map<String, Value>) -> String {
         Value::String(ids::format(Kind::CreditSystem, info.credit_system_id)),
     );
     Value::Object(data).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use credstack_core::{DebitId, GrantId, GrantTerms, Interval, Period, Purpose, Scale, Wallet};
+
+    fn at(text: &str) -> Instant {
+        text.parse().unwrap()
+    }
+
+    fn info(threshold: Option<i64>) -> WalletInfo {
+        WalletInfo {
+            id: 1,
+            customer_id: 2,
+            credit_system_id: 3,
+            scale: Scale::new(0).unwrap(),
+            created_at: at("2025-01-01T00:00:00Z"),
+            low_balance_threshold: threshold.map(Amount::from_atomic),
+        }
+    }
+
+    fn terms(amount: i64, recurrence: Option<Period>) -> GrantTerms {
+        GrantTerms {
+            amount: Amount::from_atomic(amount),
+            purpose: Purpose::Paid,
+            priority: 50,
+            effective_at: at("2025-01-01T00:00:00Z"),
+            expires_at: None,
+            recurrence,
+            rollover_max: Amount::ZERO,
+        }
+    }
+
+    fn kinds(events: &[Emitted]) -> Vec<(&'static str, Value)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind.as_str(),
+                    e.data.get("balance").cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_debit_split_over_grants_reports_the_balance_it_left() {
+        let start = at("2025-01-01T00:00:00Z");
+        let mut wallet = Wallet::new(Amount::ZERO);
+        let mut changes = Changes::default();
+        wallet
+            .add_grant(GrantId(1), terms(10, None), start, &mut changes)
+            .unwrap();
+        wallet
+            .add_grant(GrantId(2), terms(100, None), start, &mut changes)
+            .unwrap();
+        let mut changes = Changes::default();
+        wallet
+            .debit(DebitId(1), Amount::from_atomic(85), start, &mut changes)
+            .unwrap();
+        assert!(changes.entries.len() >= 2, "one entry per grant drawn");
+        assert_eq!(
+            kinds(&from_changes(&info(Some(105)), &changes)),
+            vec![("wallet.low_balance", json!("25"))]
+        );
+        let mut changes = Changes::default();
+        wallet
+            .debit(DebitId(2), Amount::from_atomic(25), start, &mut changes)
+            .unwrap();
+        assert_eq!(
+            kinds(&from_changes(&info(Some(105)), &changes)),
+            vec![("wallet.depleted", json!("0"))],
+            "already below the threshold: no second low_balance"
+        );
+    }
+
+    #[test]
+    fn a_renewal_that_forfeits_and_refills_tells_no_dip() {
+        let start = at("2025-01-01T00:00:00Z");
+        let monthly = Some(Period {
+            interval: Interval::Month,
+            count: 1,
+        });
+        let mut wallet = Wallet::new(Amount::ZERO);
+        let mut changes = Changes::default();
+        wallet
+            .add_grant(GrantId(1), terms(100, monthly), start, &mut changes)
+            .unwrap();
+        wallet
+            .debit(DebitId(1), Amount::from_atomic(40), start, &mut changes)
+            .unwrap();
+        let mut changes = Changes::default();
+        wallet.materialise(at("2025-02-01T00:00:00Z"), &mut changes);
+        assert!(
+            changes.entries.len() >= 2,
+            "the renewal forfeits 60 and credits 100: {:?}",
+            changes.entries
+        );
+        assert_eq!(
+            kinds(&from_changes(&info(Some(30)), &changes)),
+            vec![("grant.renewed", Value::Null)]
+        );
+    }
+
+    #[test]
+    fn a_grant_that_repays_debt_tells_no_dip() {
+        let start = at("2025-01-01T00:00:00Z");
+        let mut wallet = Wallet::new(Amount::from_atomic(50));
+        let mut changes = Changes::default();
+        wallet
+            .add_grant(GrantId(1), terms(20, None), start, &mut changes)
+            .unwrap();
+        let mut changes = Changes::default();
+        wallet
+            .debit(DebitId(1), Amount::from_atomic(50), start, &mut changes)
+            .unwrap();
+        assert_eq!(
+            kinds(&from_changes(&info(Some(10)), &changes)),
+            vec![
+                ("wallet.low_balance", json!("-30")),
+                ("wallet.depleted", json!("-30"))
+            ]
+        );
+        // A grant of 50 repays the 30 owed: -30 → 20, whatever the entries
+        // pass through on the way.
+        let mut changes = Changes::default();
+        wallet
+            .add_grant(GrantId(2), terms(50, None), start, &mut changes)
+            .unwrap();
+        assert_eq!(kinds(&from_changes(&info(Some(10)), &changes)), vec![]);
+        // 20 → 5 crosses 10 again, after coming back up.
+        let mut changes = Changes::default();
+        wallet
+            .debit(DebitId(2), Amount::from_atomic(15), start, &mut changes)
+            .unwrap();
+        assert_eq!(
+            kinds(&from_changes(&info(Some(10)), &changes)),
+            vec![("wallet.low_balance", json!("5"))]
+        );
+    }
 }

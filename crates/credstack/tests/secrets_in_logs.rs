@@ -2,19 +2,24 @@
 //! verbose level (`CREDSTACK_LOG=trace`, every crate), in text and in JSON,
 //! is given the admin key, creates keys, is called with them (right and
 //! wrong ones, in the `Authorization` header) and signed in to through the
-//! console's form; then its whole log is searched for every secret.
+//! console's form, and signs a webhook delivery with an endpoint's secret;
+//! then its whole log is searched for every secret.
 
 mod common;
 
 use common::process::{LogOnFailure, Process};
-use common::{ON_POSTGRES, Server, console_sign_in, pg::TestDb};
+use common::receiver::Receiver;
+use common::{ON_POSTGRES, Server, console_sign_in, eventually, pg::TestDb};
 use reqwest::Method;
 use serde_json::json;
 
 /// A secret as sent, and its hex part.
 fn forms_of(secret: &str) -> Vec<String> {
     let mut forms = vec![secret.to_string()];
-    if let Some(hex_part) = secret.strip_prefix("csk_") {
+    if let Some(hex_part) = secret
+        .strip_prefix("csk_")
+        .or_else(|| secret.strip_prefix("whsec_"))
+    {
         forms.push(hex_part.to_string());
     }
     forms
@@ -88,6 +93,24 @@ async fn no_secret_reaches_the_logs_in_either_format() {
             .expect("an admin key signs in");
         secrets.push(session);
         assert_eq!(console_sign_in(&server.base, &wrong).await, None);
+        // A webhook endpoint's signing secret, used to sign a delivery.
+        let receiver = Receiver::start().await;
+        let endpoint = server
+            .post(
+                "/v1/webhook_endpoints",
+                json!({"url": receiver.url, "event_types": ["*"]}),
+            )
+            .await
+            .ok();
+        secrets.push(endpoint.str("secret"));
+        let wallet = server.wallet(0).await;
+        server
+            .grant_ok(&wallet, json!({"amount": "1", "purpose": "paid"}))
+            .await;
+        eventually("a signed delivery", || async {
+            !receiver.delivered().is_empty()
+        })
+        .await;
         process.kill();
 
         let text = std::fs::read_to_string(&log).unwrap();
