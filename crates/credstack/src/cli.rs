@@ -305,8 +305,16 @@ fn restore(args: RestoreArgs) -> std::process::ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    // tokio_postgres logs every statement's parameters at debug, and they
+    // carry what must not reach a log (a webhook endpoint's signing
+    // secret): capped at info whatever CREDSTACK_LOG asks.
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDSTACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            "tokio_postgres::query=info"
+                .parse()
+                .expect("a valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

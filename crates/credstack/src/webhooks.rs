@@ -203,8 +203,14 @@ async fn round(ledger: &Ledger, client: &reqwest::Client, settings: &Settings) -
     {
         worked |= count > 0;
     }
+    // Claims go through the writer: ask a reader first whether one would
+    // find anything (deliveries waiting on a retry, or behind one, are not due).
     if deliveries == 0 && !worked {
         return Ok(false);
+    }
+    let now = chrono::Utc::now();
+    if !ledger.read(move |store| store.deliveries_due(now)).await? {
+        return Ok(worked);
     }
     let lease = chrono::Duration::from_std(settings.lease()).expect("a lease fits");
     let Outcome::Claimed(jobs) = ledger

@@ -118,6 +118,7 @@ conformance! {
     a_locked_wallet_waits_for_the_holders_commit(writer, other);
     holds_and_grants_name_their_wallets(store);
     bulk_runs_round_trip_under_the_campaign_lock(store);
+    webhook_deliveries_go_out_in_order_per_wallet(store);
     entries_keep_their_hash_chain(store);
     a_snapshot_sees_one_state(store, other);
 }
@@ -1746,4 +1747,177 @@ fn remainders_at(
 ) -> credstack::store::StoreResult<Vec<(u128, Amount)>> {
     let sequence = store.last_sequence_at(wallet_id, at)?;
     store.grant_remainders_through(wallet_id, sequence)
+}
+
+// ---- events and webhook deliveries --------------------------------------------------
+
+fn event(n: u64, wallet_id: u128, sequence: u64) -> EventRecord {
+    EventRecord {
+        id: id(n),
+        wallet_id,
+        sequence,
+        kind: EventType::GrantCreated,
+        occurred_at: at(10 + sequence as i64),
+        data: format!("{{\"n\":{n}}}"),
+    }
+}
+
+fn delivery(n: u64, endpoint_id: u128, event: &EventRecord, next: Instant) -> Delivery {
+    Delivery {
+        id: id(n),
+        endpoint_id,
+        event_id: event.id,
+        event_type: event.kind,
+        wallet_id: event.wallet_id,
+        sequence: event.sequence,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: Some(next),
+        retry_from: next,
+        created_at: next,
+        last_attempt_at: None,
+        last_status_code: None,
+        last_error: None,
+    }
+}
+
+fn claimed(store: &mut dyn Store, now: i64, lease: i64) -> Vec<(u128, u32)> {
+    store
+        .claim_deliveries(at(now), at(lease), 10)
+        .unwrap()
+        .into_iter()
+        .map(|job| (job.delivery.id, job.delivery.attempts))
+        .collect()
+}
+
+fn end(store: &mut dyn Store, delivery: u128, number: u32, now: i64, end: AttemptEnd) -> bool {
+    let attempt = Attempt {
+        delivery_id: delivery,
+        number,
+        at: at(now),
+        status_code: Some(500),
+        error: Some("the endpoint answered 500".into()),
+        duration_ms: 3,
+    };
+    store.finish_attempt(&attempt, &end).unwrap()
+}
+
+fn next_attempt(store: &mut dyn Store, delivery: u128) -> Option<Instant> {
+    store.delivery(delivery).unwrap().unwrap().next_attempt_at
+}
+
+/// The outbox and the delivery log: a wallet's deliveries to an endpoint
+/// are claimed one at a time in sequence order, never ahead of an event
+/// not fanned out yet; those behind a retry wait for it (not due, so
+/// nothing reads them), and go as soon as it ends.
+fn webhook_deliveries_go_out_in_order_per_wallet(store: &mut dyn Store) {
+    let (_, _, info) = base(store);
+    let w = info.id;
+    let endpoint = WebhookEndpoint {
+        id: id(100),
+        url: "https://example.com/hooks".into(),
+        description: Some("billing".into()),
+        event_types: vec!["*".into()],
+        secret: "whsec_test".into(),
+        enabled: true,
+        created_at: at(0),
+    };
+    store.upsert_webhook_endpoint(&endpoint).unwrap();
+    assert_eq!(store.webhook_endpoints().unwrap(), vec![endpoint.clone()]);
+    let e = endpoint.id;
+    let events: Vec<EventRecord> = (1..=3).map(|n| event(10 + n, w, n)).collect();
+    store
+        .insert_rows(&NewRows {
+            events: events.clone(),
+            ..NewRows::default()
+        })
+        .unwrap();
+    assert_eq!(store.last_event_sequence(w).unwrap(), 3);
+    assert_eq!(store.event(events[1].id).unwrap(), Some(events[1].clone()));
+    assert_eq!(store.undispatched_events(10).unwrap(), events);
+    assert_eq!(store.outbox_backlog().unwrap(), (3, 0));
+
+    // Event 2 fanned out before event 1 (another node's fan-out of event 1
+    // in flight): its delivery waits for event 1.
+    let d2 = delivery(22, e, &events[1], at(100));
+    store.insert_deliveries(std::slice::from_ref(&d2)).unwrap();
+    store.mark_dispatched(&[events[1].id]).unwrap();
+    assert_eq!(claimed(store, 200, 300), vec![]);
+    let d1 = delivery(21, e, &events[0], at(100));
+    store.insert_deliveries(std::slice::from_ref(&d1)).unwrap();
+    store.mark_dispatched(&[events[0].id]).unwrap();
+    assert_eq!(store.outbox_backlog().unwrap(), (1, 2));
+    // Only the first of the wallet's deliveries goes, leased.
+    assert_eq!(claimed(store, 200, 300), vec![(d1.id, 1)]);
+    assert_eq!(next_attempt(store, d1.id), Some(at(300)));
+    assert_eq!(claimed(store, 200, 300), vec![], "leased");
+
+    // It fails: the one behind it waits for its retry.
+    assert!(end(store, d1.id, 1, 210, AttemptEnd::Retry(at(1000))));
+    assert_eq!(next_attempt(store, d2.id), Some(at(1000)));
+    assert!(!store.deliveries_due(at(999)).unwrap());
+    assert!(store.deliveries_due(at(1000)).unwrap());
+    assert_eq!(claimed(store, 999, 1100), vec![]);
+    assert_eq!(claimed(store, 1000, 1100), vec![(d1.id, 2)]);
+    assert!(
+        !end(store, d1.id, 1, 1000, AttemptEnd::Succeeded),
+        "an attempt whose claim was taken over records nothing"
+    );
+    // Fanned out while the first is in flight: behind its lease.
+    let d3 = delivery(23, e, &events[2], at(1000));
+    store.insert_deliveries(std::slice::from_ref(&d3)).unwrap();
+    store.mark_dispatched(&[events[2].id]).unwrap();
+    assert_eq!(next_attempt(store, d3.id), Some(at(1100)));
+    // It succeeds: the rest go at once, one at a time.
+    assert!(end(store, d1.id, 2, 1000, AttemptEnd::Succeeded));
+    assert_eq!(next_attempt(store, d3.id), Some(at(1000)));
+    assert_eq!(claimed(store, 1000, 1100), vec![(d2.id, 1)]);
+    assert!(end(store, d2.id, 1, 1000, AttemptEnd::GiveUp));
+    assert_eq!(claimed(store, 1000, 1100), vec![(d3.id, 1)]);
+    assert!(end(store, d3.id, 1, 1000, AttemptEnd::Succeeded));
+    assert_eq!(store.outbox_backlog().unwrap(), (0, 0));
+    assert!(!store.deliveries_due(at(5000)).unwrap());
+
+    // The log.
+    let first = store.delivery(d1.id).unwrap().unwrap();
+    assert_eq!(first.status, DeliveryStatus::Succeeded);
+    assert_eq!(first.attempts, 2);
+    assert_eq!(first.last_status_code, Some(500));
+    let attempts = store.delivery_attempts(d1.id).unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.number, a.at))
+            .collect::<Vec<_>>(),
+        vec![(1, at(210)), (2, at(1000))]
+    );
+    let failed = store
+        .list_deliveries(e, Some(DeliveryStatus::Failed), 10, None)
+        .unwrap();
+    assert_eq!(
+        failed.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![d2.id]
+    );
+    // Sent again by hand: once, from now.
+    assert!(store.redeliver(d2.id, at(2000)).unwrap());
+    assert!(
+        !store.redeliver(d2.id, at(2000)).unwrap(),
+        "already pending"
+    );
+    assert_eq!(claimed(store, 2000, 2100), vec![(d2.id, 2)]);
+    // A disabled endpoint gets nothing claimed.
+    assert!(end(store, d2.id, 2, 2000, AttemptEnd::Retry(at(2500))));
+    store
+        .upsert_webhook_endpoint(&WebhookEndpoint {
+            enabled: false,
+            ..endpoint.clone()
+        })
+        .unwrap();
+    assert!(!store.deliveries_due(at(3000)).unwrap());
+    assert_eq!(claimed(store, 3000, 3100), vec![]);
+    // Deleting the endpoint deletes its log.
+    assert!(store.delete_webhook_endpoint(e).unwrap());
+    assert_eq!(store.delivery(d1.id).unwrap(), None);
+    assert_eq!(store.delivery_attempts(d1.id).unwrap(), vec![]);
+    assert_eq!(store.list_events(Some(w), 10, None).unwrap().items.len(), 3);
 }

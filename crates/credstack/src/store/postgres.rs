@@ -2261,6 +2261,17 @@ pub fn mark_dispatched(
     Ok(())
 }
 
+/// Whether a delivery to an enabled endpoint is due by `now`.
+pub fn deliveries_due(c: &mut impl GenericClient, now: Instant) -> Result<bool, postgres::Error> {
+    let row = c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries d
+            JOIN webhook_endpoints w ON w.id = d.endpoint_id
+            WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND w.enabled)",
+        &[&micros(now)],
+    )?;
+    row.try_get(0)
+}
+
 /// How many events wait to be fanned out, and how many deliveries are pending.
 pub fn outbox_backlog(c: &mut impl GenericClient) -> Result<(u64, u64), postgres::Error> {
     let row = c.query_one(
@@ -2417,8 +2428,17 @@ pub fn insert_deliveries(
     c.execute(
         "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, type, wallet_id, sequence,
             status, attempts, next_attempt_at, retry_from, created_at)
-         SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::bytea[],
-            $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[])",
+         SELECT u.id, u.endpoint_id, u.event_id, u.type, u.wallet_id, u.sequence, u.status,
+            u.attempts,
+            GREATEST(u.next, (SELECT max(p.next_attempt_at) FROM webhook_deliveries p
+                WHERE p.endpoint_id = u.endpoint_id AND p.wallet_id = u.wallet_id
+                  AND p.status = 'pending')),
+            u.retry_from, u.created_at
+         FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::bytea[],
+            $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[])
+            AS u(id, endpoint_id, event_id, type, wallet_id, sequence, status, attempts, next,
+                 retry_from, created_at)
+         WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = u.endpoint_id)",
         &[
             &ids,
             &endpoints,
@@ -2463,6 +2483,9 @@ pub fn claim_deliveries(
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                    WHERE p.endpoint_id = d.endpoint_id AND p.wallet_id = d.wallet_id
                      AND p.status = 'pending' AND p.sequence < d.sequence)
+               AND NOT EXISTS (SELECT 1 FROM events e
+                   WHERE e.wallet_id = d.wallet_id AND NOT e.dispatched
+                     AND e.sequence < d.sequence)
              ORDER BY d.next_attempt_at, d.id LIMIT $2
              FOR UPDATE OF d SKIP LOCKED"
         ),
@@ -2523,6 +2546,17 @@ pub fn finish_attempt(
     if updated == 0 {
         return Ok(false);
     }
+    let (wait_until, later) = super::follower_times(attempt, end);
+    c.execute(
+        &format!(
+            "UPDATE webhook_deliveries f SET next_attempt_at = $1
+             FROM webhook_deliveries d
+             WHERE d.id = $2 AND f.endpoint_id = d.endpoint_id AND f.wallet_id = d.wallet_id
+               AND f.status = 'pending' AND f.sequence > d.sequence
+               AND f.next_attempt_at {later} $1"
+        ),
+        &[&micros(wait_until), &key],
+    )?;
     c.execute(
         "INSERT INTO webhook_attempts (delivery_id, number, at, status_code, error, duration_ms)
          VALUES ($1, $2, $3, $4, $5, $6)

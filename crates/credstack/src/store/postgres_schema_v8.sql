@@ -26,6 +26,9 @@ CREATE TABLE events (
 );
 CREATE UNIQUE INDEX events_by_wallet ON events (wallet_id, sequence);
 CREATE INDEX events_undispatched ON events (id) WHERE NOT dispatched;
+-- A claim holds back a wallet's delivery while an earlier event of the wallet
+-- is not fanned out yet (another node's fan-out may be in flight).
+CREATE INDEX events_undispatched_by_wallet ON events (wallet_id, sequence) WHERE NOT dispatched;
 
 CREATE TABLE webhook_endpoints (
     id bytea PRIMARY KEY CHECK (octet_length(id) = 16),

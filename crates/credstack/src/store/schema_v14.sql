@@ -17,6 +17,9 @@ CREATE TABLE events (
 );
 CREATE UNIQUE INDEX events_by_wallet ON events (wallet_id, sequence);
 CREATE INDEX events_undispatched ON events (id) WHERE dispatched = 0;
+-- A claim holds back a wallet's delivery while an earlier event of the wallet
+-- is not fanned out yet (another node's fan-out may be in flight).
+CREATE INDEX events_undispatched_by_wallet ON events (wallet_id, sequence) WHERE dispatched = 0;
 
 CREATE TABLE webhook_endpoints (
     id BLOB PRIMARY KEY,

@@ -1986,6 +1986,16 @@ pub fn mark_dispatched(c: &Connection, event_ids: &[u128]) -> rusqlite::Result<(
     Ok(())
 }
 
+/// Whether a delivery to an enabled endpoint is due by `now`.
+pub fn deliveries_due(c: &Connection, now: Instant) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries d
+            JOIN webhook_endpoints w ON w.id = d.endpoint_id
+            WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND w.enabled = 1)",
+    )?
+    .query_row([micros(now)], |row| row.get(0))
+}
+
 /// How many events wait to be fanned out, and how many deliveries are pending.
 pub fn outbox_backlog(c: &Connection) -> rusqlite::Result<(u64, u64)> {
     c.prepare_cached(
@@ -2104,7 +2114,10 @@ pub fn insert_deliveries(c: &Connection, deliveries: &[Delivery]) -> rusqlite::R
     let mut statement = c.prepare_cached(
         "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, type, wallet_id, sequence,
             status, attempts, next_attempt_at, retry_from, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+            max(?9, coalesce((SELECT max(p.next_attempt_at) FROM webhook_deliveries p
+                WHERE p.endpoint_id = ?2 AND p.wallet_id = ?5 AND p.status = 'pending'), ?9)),
+            ?10, ?11)",
     )?;
     for d in deliveries {
         statement.execute(params![
@@ -2144,6 +2157,9 @@ pub fn claim_deliveries(
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                    WHERE p.endpoint_id = d.endpoint_id AND p.wallet_id = d.wallet_id
                      AND p.status = 'pending' AND p.sequence < d.sequence)
+               AND NOT EXISTS (SELECT 1 FROM events e
+                   WHERE e.wallet_id = d.wallet_id AND e.dispatched = 0
+                     AND e.sequence < d.sequence)
              ORDER BY d.next_attempt_at, d.id LIMIT ?2"
         ))?
         .query_map(params![micros(now), limit as i64], |row| {
@@ -2203,6 +2219,15 @@ pub fn finish_attempt(
     if updated == 0 {
         return Ok(false);
     }
+    let (wait_until, later) = super::follower_times(attempt, end);
+    c.prepare_cached(&format!(
+        "UPDATE webhook_deliveries SET next_attempt_at = ?1
+         WHERE status = 'pending' AND next_attempt_at {later} ?1
+           AND endpoint_id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = ?2)
+           AND wallet_id = (SELECT wallet_id FROM webhook_deliveries WHERE id = ?2)
+           AND sequence > (SELECT sequence FROM webhook_deliveries WHERE id = ?2)"
+    ))?
+    .execute(params![micros(wait_until), key])?;
     c.prepare_cached(
         "INSERT OR REPLACE INTO webhook_attempts (delivery_id, number, at, status_code, error,
             duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
