@@ -51,7 +51,11 @@ pub struct Settings {
     pub timeout: Duration,
     /// The wait after the first failed attempt; it doubles after each.
     pub retry_base: Duration,
-    /// How long after its first attempt a delivery is still retried.
+    /// How long a delivery is retried, from when it was made (its event's
+    /// fan-out) or redelivered by hand. A delivery that waited behind an
+    /// earlier one of its wallet spent its wait in this window: after a
+    /// receiver's outage longer than this, those behind are each tried
+    /// once, and given up if the receiver still fails (redeliverable).
     pub retry_window: Duration,
 }
 

@@ -25,6 +25,8 @@ CREATE TABLE events (
     dispatched boolean NOT NULL DEFAULT false
 );
 CREATE UNIQUE INDEX events_by_wallet ON events (wallet_id, sequence);
+-- A wallet's events newest first (GET /v1/events?wallet_id=).
+CREATE INDEX events_of_wallet ON events (wallet_id, id);
 CREATE INDEX events_undispatched ON events (id) WHERE NOT dispatched;
 -- A claim holds back a wallet's delivery while an earlier event of the wallet
 -- is not fanned out yet (another node's fan-out may be in flight).

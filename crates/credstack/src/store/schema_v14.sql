@@ -16,6 +16,8 @@ CREATE TABLE events (
     dispatched INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX events_by_wallet ON events (wallet_id, sequence);
+-- A wallet's events newest first (GET /v1/events?wallet_id=).
+CREATE INDEX events_of_wallet ON events (wallet_id, id);
 CREATE INDEX events_undispatched ON events (id) WHERE dispatched = 0;
 -- A claim holds back a wallet's delivery while an earlier event of the wallet
 -- is not fanned out yet (another node's fan-out may be in flight).

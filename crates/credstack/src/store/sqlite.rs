@@ -1961,12 +1961,24 @@ pub fn list_events(
     limit: usize,
     starting_after: Option<u128>,
 ) -> rusqlite::Result<Page<EventRecord>> {
-    let wallet = wallet_id.map(ids::to_bytes);
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events ev
-         WHERE (?1 IS NULL OR ev.wallet_id = ?1) AND ev.id < ?2 ORDER BY ev.id DESC LIMIT ?3"
-    );
-    page(c, &sql, &[&wallet], limit, starting_after, event_row)
+    // One statement each, so each has its index: (wallet_id, id) for one
+    // wallet's, the primary key for all.
+    match wallet_id {
+        Some(wallet) => {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events ev
+                 WHERE ev.wallet_id = ?1 AND ev.id < ?2 ORDER BY ev.id DESC LIMIT ?3"
+            );
+            let wallet = ids::to_bytes(wallet);
+            page(c, &sql, &[&wallet], limit, starting_after, event_row)
+        }
+        None => {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events ev WHERE ev.id < ?1 ORDER BY ev.id DESC LIMIT ?2"
+            );
+            page(c, &sql, &[], limit, starting_after, event_row)
+        }
+    }
 }
 
 /// The oldest events not yet fanned out to the endpoints.
