@@ -28,6 +28,7 @@ const WORKLOADS: &[&str] = &[
     "promo-grant-all",
     "pg-debits",
     "nats-usage",
+    "webhooks",
     "memory",
     "restart",
 ];
@@ -121,6 +122,7 @@ fn main() {
             "nats-usage" => {
                 runtime.block_on(nats_usage(wallets(1_000, 10_000), ops(5_000, 200_000)))
             }
+            "webhooks" => vec![runtime.block_on(webhooks(wallets(500, 10_000)))],
             "memory" => vec![runtime.block_on(memory(wallets(20_000, 1_000_000)))],
             "restart" => vec![runtime.block_on(restart(ops(100_000, 10_000_000)))],
             other => unreachable!("checked in parse_args: {other}"),
@@ -524,6 +526,70 @@ async fn nats_usage(wallet_count: usize, total: u64) -> Vec<Figure> {
             "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s), Zipf s=1, keyed debits of 1 published in {published:.1} s, until acknowledged and merged"
         ),
     }]
+}
+
+/// Webhook deliveries while events happen: the delivery loop `serve` runs
+/// (default settings) and an endpoint subscribed to every event, with a
+/// receiver on loopback answering 200; seeding `wallet_count` wallets of
+/// four grants makes four `grant.created` events each. Ops are deliveries,
+/// counted from the first grant to the last delivery; latency is from an
+/// event's commit (its `created_at`) to its arrival.
+async fn webhooks(wallet_count: usize) -> Figure {
+    let (ledger, _data) = open_ledger();
+    let received = Arc::new(std::sync::Mutex::new(drive::histogram()));
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let (latencies, counted) = (received.clone(), count.clone());
+    let receiver = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |body: String| {
+            let (latencies, counted) = (latencies.clone(), counted.clone());
+            async move {
+                let event: serde_json::Value = serde_json::from_str(&body).expect("an event");
+                let created: chrono::DateTime<chrono::Utc> = event["created_at"]
+                    .as_str()
+                    .expect("created_at")
+                    .parse()
+                    .expect("an instant");
+                let lag = (chrono::Utc::now() - created)
+                    .num_microseconds()
+                    .unwrap_or(0);
+                latencies
+                    .lock()
+                    .unwrap()
+                    .record(lag.max(1) as u64)
+                    .expect("within a minute");
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, receiver).await.expect("receiver") });
+    let request = Request::CreateWebhookEndpoint {
+        url,
+        description: None,
+        event_types: vec!["*".into()],
+        secret: "whsec_bench".into(),
+    };
+    execute(&ledger, request).await;
+    credstack::webhooks::spawn(ledger.clone(), credstack::webhooks::Settings::default());
+    let cs = seed::credit_system(&ledger).await;
+    let started = Instant::now();
+    seed::wallets(&ledger, cs, wallet_count, true).await;
+    let seeded = started.elapsed().as_secs_f64();
+    let total = wallet_count as u64 * 4;
+    while count.load(std::sync::atomic::Ordering::SeqCst) < total {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let measured = drive::measured(total, seconds, &received.lock().unwrap());
+    let notes = format!(
+        "{wallet_count} wallets x 4 grants made in {seeded:.1} s (the events), every one delivered {:.2} s after the last grant; loopback receiver answering 200; latency from commit to arrival",
+        seconds - seeded
+    );
+    Figure::from("webhooks", &measured, notes)
 }
 
 async fn stream_len(js: &async_nats::jetstream::Context, name: &str) -> u64 {
