@@ -55,6 +55,7 @@ pub struct Metrics {
     webhook_pending: Gauge,
     webhook_attempts: Family<OutcomeLabels, Counter>,
     webhook_seconds: Histogram,
+    webhook_lag: Histogram,
 }
 
 impl Default for Metrics {
@@ -141,12 +142,22 @@ impl Default for Metrics {
             "Time from sending a webhook to its answer (or its failure)",
             webhook_seconds.clone(),
         );
+        // 10 ms to ~11.6 h: a delivery may wait out a day of retries.
+        let webhook_lag = Histogram::new(exponential_buckets(0.01, 4.0, 12));
+        registry.register(
+            "webhook_delivery_lag_seconds",
+            "Time from a webhook delivery's making (its event fanned out, within \
+             moments of its commit) to its successful attempt, retries and waiting \
+             behind its wallet's earlier events included",
+            webhook_lag.clone(),
+        );
         Metrics {
             registry,
             outbox_pending,
             webhook_pending,
             webhook_attempts,
             webhook_seconds,
+            webhook_lag,
             journal_unmerged,
             usage_messages,
             usage_pending,
@@ -188,7 +199,6 @@ impl Metrics {
             .set(i64::try_from(messages).unwrap_or(i64::MAX));
     }
 
-    /// One writer commit of `requests` requests that took `took`.
     /// Events waiting for their deliveries, and deliveries pending.
     pub fn outbox(&self, events: u64, deliveries: u64) {
         self.outbox_pending
@@ -204,6 +214,12 @@ impl Metrics {
         self.webhook_seconds.observe(took.as_secs_f64());
     }
 
+    /// A delivery that succeeded `lag` after it was made.
+    pub fn webhook_delivered(&self, lag: Duration) {
+        self.webhook_lag.observe(lag.as_secs_f64());
+    }
+
+    /// One writer commit of `requests` requests that took `took`.
     pub fn commit(&self, requests: usize, took: Duration) {
         self.commit_requests.observe(requests as f64);
         self.commit_seconds.observe(took.as_secs_f64());

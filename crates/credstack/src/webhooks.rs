@@ -293,6 +293,12 @@ async fn attempt(
         AttemptEnd::GiveUp => "given_up",
     };
     ledger.metrics().webhook_attempt(outcome, took);
+    if let AttemptEnd::Succeeded = end {
+        let lag = chrono::Utc::now().signed_duration_since(job.delivery.created_at);
+        ledger
+            .metrics()
+            .webhook_delivered(lag.to_std().unwrap_or_default());
+    }
     if let Some(error) = &error {
         tracing::info!(
             delivery = %ids::format(Kind::WebhookDelivery, job.delivery.id),

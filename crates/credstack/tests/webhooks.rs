@@ -305,6 +305,11 @@ async fn every_event_is_delivered_signed_once_and_in_order_per_wallet() {
         ),
         all as f64
     );
+    assert_eq!(
+        metric_sample(&text, "credstack_webhook_delivery_lag_seconds_count"),
+        all as f64,
+        "each successful delivery's lag observed"
+    );
     eventually("the outbox drained", || async {
         let text = metrics(&client).await;
         metric_sample(&text, "credstack_outbox_pending_events") == 0.0
