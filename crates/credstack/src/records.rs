@@ -578,6 +578,9 @@ pub struct Delivery {
     pub next_attempt_at: Option<Instant>,
     /// When its retries began: created, or redelivered by hand.
     pub retry_from: Instant,
+    /// How many attempts were made before `retry_from` (0, or as many as
+    /// when it was redelivered): its backoff starts again from there.
+    pub attempts_before_retry: u32,
     pub created_at: Instant,
     pub last_attempt_at: Option<Instant>,
     pub last_status_code: Option<u16>,

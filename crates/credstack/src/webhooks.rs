@@ -44,6 +44,11 @@ pub const URL_MAX: usize = 2048;
 /// How long the loop waits when it found nothing to do.
 const IDLE: Duration = Duration::from_millis(200);
 
+/// How often the loop lets go deliveries left waiting with nothing ahead
+/// of them: on PostgreSQL a fan-out on one node can race the end of the
+/// delivery ahead on another, which then found nothing to let go.
+const RELEASE_EVERY: Duration = Duration::from_secs(60);
+
 /// How deliveries are attempted (`serve --webhook-*`).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -160,7 +165,12 @@ pub fn after_failure(
     if now.signed_duration_since(delivery.retry_from) >= window {
         return AttemptEnd::GiveUp;
     }
-    let doublings = delivery.attempts.saturating_sub(1).min(30);
+    // Attempts since its retries began: a redelivery starts again at the base.
+    let doublings = delivery
+        .attempts
+        .saturating_sub(delivery.attempts_before_retry)
+        .saturating_sub(1)
+        .min(30);
     let base = u64::try_from(settings.retry_base.as_millis()).unwrap_or(u64::MAX);
     let max = u64::try_from(RETRY_DELAY_MAX.as_millis()).expect("an hour in ms");
     let wait = base.saturating_mul(1 << doublings).min(max);
@@ -178,7 +188,14 @@ pub fn spawn(ledger: Ledger, settings: Settings) {
         .build()
         .expect("the webhook client builds");
     tokio::spawn(async move {
+        let mut released_at = std::time::Instant::now();
         loop {
+            if released_at.elapsed() >= RELEASE_EVERY {
+                released_at = std::time::Instant::now();
+                if let Err(error) = ledger.execute(Request::ReleaseWaitingDeliveries).await {
+                    tracing::warn!(?error, "releasing waiting webhook deliveries failed");
+                }
+            }
             let worked = match round(&ledger, &client, &settings).await {
                 Ok(worked) => worked,
                 Err(error) => {
@@ -353,6 +370,7 @@ mod tests {
             attempts,
             next_attempt_at: None,
             retry_from: at(0),
+            attempts_before_retry: 0,
             created_at: at(0),
             last_attempt_at: None,
             last_status_code: None,
@@ -375,6 +393,17 @@ mod tests {
         assert_eq!(
             after_failure(&delivery(20), at(100), &settings, 0),
             AttemptEnd::Retry(at(3700))
+        );
+        // Redelivered by hand after 30 attempts: its backoff starts again.
+        let redelivered = Delivery {
+            attempts: 31,
+            attempts_before_retry: 30,
+            retry_from: at(100_000),
+            ..delivery(31)
+        };
+        assert_eq!(
+            after_failure(&redelivered, at(100_005), &settings, 0),
+            AttemptEnd::Retry(at(100_015))
         );
         // Jitter moves a wait by at most a tenth.
         assert_eq!(

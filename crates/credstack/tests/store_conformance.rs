@@ -1774,6 +1774,7 @@ fn delivery(n: u64, endpoint_id: u128, event: &EventRecord, next: Instant) -> De
         attempts: 0,
         next_attempt_at: Some(next),
         retry_from: next,
+        attempts_before_retry: 0,
         created_at: next,
         last_attempt_at: None,
         last_status_code: None,
@@ -1852,29 +1853,36 @@ fn webhook_deliveries_go_out_in_order_per_wallet(store: &mut dyn Store) {
     assert_eq!(next_attempt(store, d1.id), Some(at(300)));
     assert_eq!(claimed(store, 200, 300), vec![], "leased");
 
-    // It fails: the one behind it waits for its retry.
+    // It fails. The one behind it was made before it (event 2 fanned out
+    // first), so it has a time, but no claim takes it ahead of event 1's.
     assert!(end(store, d1.id, 1, 210, AttemptEnd::Retry(at(1000))));
-    assert_eq!(next_attempt(store, d2.id), Some(at(1000)));
-    assert!(!store.deliveries_due(at(999)).unwrap());
-    assert!(store.deliveries_due(at(1000)).unwrap());
+    assert_eq!(next_attempt(store, d2.id), Some(at(100)));
     assert_eq!(claimed(store, 999, 1100), vec![]);
     assert_eq!(claimed(store, 1000, 1100), vec![(d1.id, 2)]);
     assert!(
         !end(store, d1.id, 1, 1000, AttemptEnd::Succeeded),
         "an attempt whose claim was taken over records nothing"
     );
-    // Fanned out while the first is in flight: behind its lease.
+    // Made behind pending ones, a delivery waits with no time: no claim
+    // and no due check reads it, and nothing lets it go before its turn.
     let d3 = delivery(23, e, &events[2], at(1000));
     store.insert_deliveries(std::slice::from_ref(&d3)).unwrap();
     store.mark_dispatched(&[events[2].id]).unwrap();
-    assert_eq!(next_attempt(store, d3.id), Some(at(1100)));
-    // It succeeds: the rest go at once, one at a time.
+    assert_eq!(next_attempt(store, d3.id), None);
+    assert_eq!(store.release_waiting_deliveries(at(1000)).unwrap(), 0);
+    // The first succeeds: the next goes, one at a time.
     assert!(end(store, d1.id, 2, 1000, AttemptEnd::Succeeded));
-    assert_eq!(next_attempt(store, d3.id), Some(at(1000)));
+    assert_eq!(next_attempt(store, d3.id), None, "event 2's goes first");
     assert_eq!(claimed(store, 1000, 1100), vec![(d2.id, 1)]);
-    assert!(end(store, d2.id, 1, 1000, AttemptEnd::GiveUp));
-    assert_eq!(claimed(store, 1000, 1100), vec![(d3.id, 1)]);
-    assert!(end(store, d3.id, 1, 1000, AttemptEnd::Succeeded));
+    assert!(end(store, d2.id, 1, 1005, AttemptEnd::GiveUp));
+    assert_eq!(
+        next_attempt(store, d3.id),
+        Some(at(1005)),
+        "let go when the one ahead ended"
+    );
+    assert!(store.deliveries_due(at(1005)).unwrap());
+    assert_eq!(claimed(store, 1005, 1100), vec![(d3.id, 1)]);
+    assert!(end(store, d3.id, 1, 1005, AttemptEnd::Succeeded));
     assert_eq!(store.outbox_backlog().unwrap(), (0, 0));
     assert!(!store.deliveries_due(at(5000)).unwrap());
 
@@ -1898,8 +1906,17 @@ fn webhook_deliveries_go_out_in_order_per_wallet(store: &mut dyn Store) {
         failed.items.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![d2.id]
     );
-    // Sent again by hand: once, from now.
+    // Sent again by hand: once, from now, its backoff starting again.
     assert!(store.redeliver(d2.id, at(2000)).unwrap());
+    let again = store.delivery(d2.id).unwrap().unwrap();
+    assert_eq!(
+        (
+            again.retry_from,
+            again.attempts,
+            again.attempts_before_retry
+        ),
+        (at(2000), 1, 1)
+    );
     assert!(
         !store.redeliver(d2.id, at(2000)).unwrap(),
         "already pending"

@@ -237,6 +237,8 @@ pub enum Request {
     Redeliver {
         id: u128,
     },
+    /// Lets go deliveries left waiting with nothing ahead of them.
+    ReleaseWaitingDeliveries,
 }
 
 /// A wallet with its live state and summary, as of the request that returned it.
@@ -1213,6 +1215,14 @@ impl Writer {
                 }
                 Ok(Outcome::Done)
             }
+            Request::ReleaseWaitingDeliveries => {
+                let released = self
+                    .store()?
+                    .release_waiting_deliveries(chrono::Utc::now())?;
+                Ok(Outcome::Dispatched(
+                    usize::try_from(released).unwrap_or(usize::MAX),
+                ))
+            }
             Request::Redeliver { id } => {
                 if !self.store()?.redeliver(*id, chrono::Utc::now())? {
                     self.store()?.delivery(*id)?.ok_or(Error::NotFound {
@@ -1257,6 +1267,7 @@ impl Writer {
                     attempts: 0,
                     next_attempt_at: Some(wall),
                     retry_from: wall,
+                    attempts_before_retry: 0,
                     created_at: wall,
                     last_attempt_at: None,
                     last_status_code: None,

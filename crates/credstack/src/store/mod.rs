@@ -38,19 +38,6 @@ pub struct StoreError {
 
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
-/// What an attempt's end does to the pending deliveries behind it (same
-/// endpoint and wallet, later sequence), which cannot be sent before it.
-/// A retry moves them to no earlier than its next attempt, so they are not
-/// due, and no claim reads them, while they wait; a success or a give-up
-/// lets them go at once. Returns the time to set and the comparison that
-/// picks the followers to move (`<`: those due sooner; `>`: those due later).
-pub fn follower_times(attempt: &Attempt, end: &AttemptEnd) -> (Instant, &'static str) {
-    match end {
-        AttemptEnd::Retry(at) => (*at, "<"),
-        AttemptEnd::Succeeded | AttemptEnd::GiveUp => (attempt.at, ">"),
-    }
-}
-
 /// The sequence of a wallet's last entry at or before `at` (0 when its first
 /// is later), among its entries `1..=last`, by bisection: `occurred_at`
 /// reads one entry's instant, about log2(last) times. Sound because a
@@ -262,11 +249,16 @@ store_api! {
     fn mark_dispatched(&mut self, event_ids: &[u128]) -> ();
     /// Events not fanned out yet, and deliveries pending.
     fn outbox_backlog(&mut self) -> (u64, u64);
-    /// Whether a delivery to an enabled endpoint is due by `now`. A pending
-    /// delivery behind another of its wallet and endpoint is never due
-    /// before the one ahead of it (see [`follower_times`]), so this says
-    /// whether a claim would find anything to send.
+    /// Whether a delivery to an enabled endpoint is due by `now`. A delivery
+    /// made behind a pending one of its wallet and endpoint waits with no
+    /// time, and gets one when the one ahead of it ends (succeeded or given
+    /// up), so no claim reads it while it waits, and this says whether a
+    /// claim would find anything to send.
     fn deliveries_due(&mut self, now: Instant) -> bool;
+    /// Gives `now` to waiting deliveries with nothing pending ahead of them
+    /// (on PostgreSQL, a fan-out that raced the end of the one ahead on
+    /// another node); how many.
+    fn release_waiting_deliveries(&mut self, now: Instant) -> u64;
     fn webhook_endpoint(&mut self, id: u128) -> Option<WebhookEndpoint>;
     fn webhook_endpoints(&mut self) -> Vec<WebhookEndpoint>;
     fn list_webhook_endpoints(&mut self, limit: usize, starting_after: Option<u128>) -> Page<WebhookEndpoint>;

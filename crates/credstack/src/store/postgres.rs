@@ -2278,6 +2278,23 @@ pub fn mark_dispatched(
     Ok(())
 }
 
+/// Gives `now` to pending deliveries waiting with no time and nothing
+/// pending ahead of them (a fan-out on one node that raced the end of the
+/// delivery ahead on another); how many.
+pub fn release_waiting_deliveries(
+    c: &mut impl GenericClient,
+    now: Instant,
+) -> Result<u64, postgres::Error> {
+    c.execute(
+        "UPDATE webhook_deliveries d SET next_attempt_at = $1
+         WHERE d.status = 'pending' AND d.next_attempt_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+               WHERE p.endpoint_id = d.endpoint_id AND p.wallet_id = d.wallet_id
+                 AND p.status = 'pending' AND p.sequence < d.sequence)",
+        &[&micros(now)],
+    )
+}
+
 /// Whether a delivery to an enabled endpoint is due by `now`.
 pub fn deliveries_due(c: &mut impl GenericClient, now: Instant) -> Result<bool, postgres::Error> {
     let row = c.query_one(
@@ -2386,8 +2403,8 @@ pub fn delete_webhook_endpoint(
 
 const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.event_id, d.type, d.wallet_id, d.sequence,
     d.status, d.attempts, d.next_attempt_at, d.retry_from, d.created_at, d.last_attempt_at,
-    d.last_status_code, d.last_error";
-const DELIVERY_COLUMN_COUNT: usize = 14;
+    d.last_status_code, d.last_error, d.attempts_before_retry";
+const DELIVERY_COLUMN_COUNT: usize = 15;
 
 /// An attempt count or number (`u32`), stored as a `bigint`.
 fn u32_col(row: &Row, index: usize) -> Result<u32, postgres::Error> {
@@ -2419,6 +2436,7 @@ fn delivery_row(row: &Row) -> Result<Delivery, postgres::Error> {
         last_attempt_at: opt_instant_col(row, 11)?,
         last_status_code: status_code_col(row, 12)?,
         last_error: row.try_get(13)?,
+        attempts_before_retry: u32_col(row, 14)?,
     })
 }
 
@@ -2447,9 +2465,11 @@ pub fn insert_deliveries(
             status, attempts, next_attempt_at, retry_from, created_at)
          SELECT u.id, u.endpoint_id, u.event_id, u.type, u.wallet_id, u.sequence, u.status,
             u.attempts,
-            GREATEST(u.next, (SELECT max(p.next_attempt_at) FROM webhook_deliveries p
-                WHERE p.endpoint_id = u.endpoint_id AND p.wallet_id = u.wallet_id
-                  AND p.status = 'pending')),
+            CASE WHEN u.sequence > min(u.sequence) OVER (PARTITION BY u.endpoint_id, u.wallet_id)
+                OR EXISTS (SELECT 1 FROM webhook_deliveries p
+                    WHERE p.endpoint_id = u.endpoint_id AND p.wallet_id = u.wallet_id
+                      AND p.status = 'pending' AND p.sequence < u.sequence)
+                THEN NULL ELSE u.next END,
             u.retry_from, u.created_at
          FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::bytea[],
             $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[])
@@ -2563,17 +2583,19 @@ pub fn finish_attempt(
     if updated == 0 {
         return Ok(false);
     }
-    let (wait_until, later) = super::follower_times(attempt, end);
-    c.execute(
-        &format!(
-            "UPDATE webhook_deliveries f SET next_attempt_at = $1
-             FROM webhook_deliveries d
-             WHERE d.id = $2 AND f.endpoint_id = d.endpoint_id AND f.wallet_id = d.wallet_id
-               AND f.status = 'pending' AND f.sequence > d.sequence
-               AND f.next_attempt_at {later} $1"
-        ),
-        &[&micros(wait_until), &key],
-    )?;
+    if !matches!(end, AttemptEnd::Retry(_)) {
+        // The next of its wallet's deliveries to this endpoint may go now.
+        c.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1
+             WHERE id = (SELECT f.id FROM webhook_deliveries f, webhook_deliveries d
+                 WHERE d.id = $2 AND f.endpoint_id = d.endpoint_id
+                   AND f.wallet_id = d.wallet_id AND f.status = 'pending'
+                   AND f.sequence > d.sequence
+                 ORDER BY f.sequence LIMIT 1)
+               AND (next_attempt_at IS NULL OR next_attempt_at > $1)",
+            &[&micros(attempt.at), &key],
+        )?;
+    }
     c.execute(
         "INSERT INTO webhook_attempts (delivery_id, number, at, status_code, error, duration_ms)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -2654,7 +2676,8 @@ pub fn redeliver(
 ) -> Result<bool, postgres::Error> {
     let updated = c.execute(
         "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1,
-            retry_from = $1 WHERE id = $2 AND status <> 'pending'",
+            retry_from = $1, attempts_before_retry = attempts
+         WHERE id = $2 AND status <> 'pending'",
         &[&micros(now), &id_bytes(id)],
     )?;
     Ok(updated > 0)

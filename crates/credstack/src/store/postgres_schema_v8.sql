@@ -61,6 +61,8 @@ CREATE TABLE webhook_deliveries (
     attempts bigint NOT NULL,
     next_attempt_at bigint,
     retry_from bigint NOT NULL,
+    -- The attempts made before retry_from (0, or as many as at its redelivery).
+    attempts_before_retry bigint NOT NULL DEFAULT 0,
     created_at bigint NOT NULL,
     last_attempt_at bigint,
     last_status_code integer,

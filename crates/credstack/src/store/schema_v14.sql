@@ -45,6 +45,8 @@ CREATE TABLE webhook_deliveries (
     attempts INTEGER NOT NULL,
     next_attempt_at INTEGER,
     retry_from INTEGER NOT NULL,
+    -- The attempts made before retry_from (0, or as many as at its redelivery).
+    attempts_before_retry INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     last_attempt_at INTEGER,
     last_status_code INTEGER,

@@ -1998,6 +1998,22 @@ pub fn mark_dispatched(c: &Connection, event_ids: &[u128]) -> rusqlite::Result<(
     Ok(())
 }
 
+/// Gives `now` to pending deliveries waiting with no time and nothing
+/// pending ahead of them; how many.
+pub fn release_waiting_deliveries(c: &Connection, now: Instant) -> rusqlite::Result<u64> {
+    let released = c
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET next_attempt_at = ?1
+             WHERE status = 'pending' AND next_attempt_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                   WHERE p.endpoint_id = webhook_deliveries.endpoint_id
+                     AND p.wallet_id = webhook_deliveries.wallet_id
+                     AND p.status = 'pending' AND p.sequence < webhook_deliveries.sequence)",
+        )?
+        .execute([micros(now)])?;
+    Ok(released as u64)
+}
+
 /// Whether a delivery to an enabled endpoint is due by `now`.
 pub fn deliveries_due(c: &Connection, now: Instant) -> rusqlite::Result<bool> {
     c.prepare_cached(
@@ -2097,8 +2113,8 @@ pub fn delete_webhook_endpoint(c: &Connection, id: u128) -> rusqlite::Result<boo
 
 const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.event_id, d.type, d.wallet_id, d.sequence,
     d.status, d.attempts, d.next_attempt_at, d.retry_from, d.created_at, d.last_attempt_at,
-    d.last_status_code, d.last_error";
-const DELIVERY_COLUMN_COUNT: usize = 14;
+    d.last_status_code, d.last_error, d.attempts_before_retry";
+const DELIVERY_COLUMN_COUNT: usize = 15;
 
 fn delivery_row(row: &Row) -> rusqlite::Result<Delivery> {
     let kind: String = row.get(3)?;
@@ -2119,6 +2135,7 @@ fn delivery_row(row: &Row) -> rusqlite::Result<Delivery> {
         last_attempt_at: opt_instant(row.get(11)?),
         last_status_code: row.get(12)?,
         last_error: row.get(13)?,
+        attempts_before_retry: row.get(14)?,
     })
 }
 
@@ -2127,8 +2144,9 @@ pub fn insert_deliveries(c: &Connection, deliveries: &[Delivery]) -> rusqlite::R
         "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, type, wallet_id, sequence,
             status, attempts, next_attempt_at, retry_from, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
-            max(?9, coalesce((SELECT max(p.next_attempt_at) FROM webhook_deliveries p
-                WHERE p.endpoint_id = ?2 AND p.wallet_id = ?5 AND p.status = 'pending'), ?9)),
+            CASE WHEN EXISTS (SELECT 1 FROM webhook_deliveries p
+                WHERE p.endpoint_id = ?2 AND p.wallet_id = ?5 AND p.status = 'pending'
+                  AND p.sequence < ?6) THEN NULL ELSE ?9 END,
             ?10, ?11)",
     )?;
     for d in deliveries {
@@ -2231,15 +2249,19 @@ pub fn finish_attempt(
     if updated == 0 {
         return Ok(false);
     }
-    let (wait_until, later) = super::follower_times(attempt, end);
-    c.prepare_cached(&format!(
-        "UPDATE webhook_deliveries SET next_attempt_at = ?1
-         WHERE status = 'pending' AND next_attempt_at {later} ?1
-           AND endpoint_id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = ?2)
-           AND wallet_id = (SELECT wallet_id FROM webhook_deliveries WHERE id = ?2)
-           AND sequence > (SELECT sequence FROM webhook_deliveries WHERE id = ?2)"
-    ))?
-    .execute(params![micros(wait_until), key])?;
+    if !matches!(end, AttemptEnd::Retry(_)) {
+        // The next of its wallet's deliveries to this endpoint may go now.
+        c.prepare_cached(
+            "UPDATE webhook_deliveries SET next_attempt_at = ?1
+             WHERE id = (SELECT f.id FROM webhook_deliveries f, webhook_deliveries d
+                 WHERE d.id = ?2 AND f.endpoint_id = d.endpoint_id
+                   AND f.wallet_id = d.wallet_id AND f.status = 'pending'
+                   AND f.sequence > d.sequence
+                 ORDER BY f.sequence LIMIT 1)
+               AND (next_attempt_at IS NULL OR next_attempt_at > ?1)",
+        )?
+        .execute(params![micros(attempt.at), key])?;
+    }
     c.prepare_cached(
         "INSERT OR REPLACE INTO webhook_attempts (delivery_id, number, at, status_code, error,
             duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
@@ -2312,7 +2334,8 @@ pub fn redeliver(c: &Connection, id: u128, now: Instant) -> rusqlite::Result<boo
     let updated = c
         .prepare_cached(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?1,
-                retry_from = ?1 WHERE id = ?2 AND status <> 'pending'",
+                retry_from = ?1, attempts_before_retry = attempts
+             WHERE id = ?2 AND status <> 'pending'",
         )?
         .execute(params![micros(now), ids::to_bytes(id)])?;
     Ok(updated > 0)
