@@ -279,7 +279,7 @@ pub enum Outcome {
         endpoint: Box<WebhookEndpoint>,
         secret: Option<String>,
     },
-    /// How many events were fanned out.
+    /// How many events were fanned out (or waiting deliveries let go).
     Dispatched(usize),
     Claimed(Vec<DeliveryJob>),
     Delivery(Box<Delivery>),
