@@ -1,13 +1,26 @@
 //! `credstack backup` and `credstack restore` for the embedded store.
 //!
-//! A backup is SQLite's `VACUUM INTO`: a new database file written from one
-//! read snapshot, so it is consistent (every committed batch or none of it)
-//! while the server goes on writing, and compact. It is written beside its
-//! destination, flushed to disk, then renamed into place, so a backup cut
-//! off half way never looks like a whole one; then it is verified
-//! ([`crate::verify`]) before the command reports success. A restore copies
-//! a backup into a data directory that holds no store yet, nor a journal
-//! (whose batches belong to another store), the same way.
+//! A backup holds every write acknowledged before the command started, on a
+//! running store or a stopped one, killed or not. An acknowledged write is
+//! in `credstack.db` or in the journal's batches not merged yet
+//! (`store::journal`), so a backup takes both, and never writes the store
+//! it copies:
+//!
+//! 1. a read snapshot of the journal, taken first: it holds every batch
+//!    committed so far that the store's mark may not cover (a batch leaves
+//!    the journal only after its merge committed);
+//! 2. SQLite's `VACUUM INTO` of `credstack.db`: a new file written from one
+//!    read snapshot, later than the journal's, so its mark is at least as
+//!    far as anything the journal's snapshot lacks;
+//! 3. the snapshot's batches past the copy's mark merged into the copy, by
+//!    the merger's own function, exactly once (the mark moves with them).
+//!
+//! The copy is written beside its destination, flushed to disk, then renamed
+//! into place, so a backup cut off half way never looks like a whole one;
+//! then it is verified ([`crate::verify`]) before the command reports
+//! success. A restore copies a backup into a data directory that holds no
+//! store yet, nor a journal (whose batches belong to another store), the
+//! same way.
 
 use crate::ledger::database_path;
 use crate::store::{journal, sqlite};
@@ -40,6 +53,8 @@ pub fn backup(
     }
     let partial = with_suffix(out, ".partial");
     remove_if_present(&partial)?;
+    // First the journal's snapshot, then the store's: see the module's doc.
+    let tail = journal::snapshot(&journal::path(data_dir))?;
     let connection =
         sqlite::open(&source).map_err(|e| format!("cannot open {}: {e}", source.display()))?;
     let target = partial
@@ -49,6 +64,9 @@ pub fn backup(
         .execute("VACUUM INTO ?1", [target])
         .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
     drop(connection);
+    if let Some(tail) = &tail {
+        merge_tail(&partial, tail)?;
+    }
     put_in_place(&partial, out)?;
     let verified = verify_file(out, progress)?;
     if !verified.is_clean() {
@@ -90,6 +108,22 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot copy {}: {e}", backup.display()))?;
     put_in_place(&partial, &target)?;
     Ok(target)
+}
+
+/// Merges the journal snapshot's batches past the copy's mark into the copy,
+/// which then stands alone: a rollback-journal file with nothing beside it.
+fn merge_tail(copy: &Path, tail: &rusqlite::Connection) -> Result<(), String> {
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", copy.display());
+    let connection = rusqlite::Connection::open(copy).map_err(|e| cannot(&e))?;
+    let configured = (|| {
+        connection.pragma_update(None, "journal_mode", "DELETE")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        // As the merger: the rows come from wallets the writer had loaded.
+        connection.pragma_update(None, "foreign_keys", false)
+    })();
+    configured.map_err(|e| cannot(&e))?;
+    journal::merge_all(&connection, tail, |_| {}).map_err(|e| cannot(&e))?;
+    connection.close().map_err(|(_, e)| cannot(&e))
 }
 
 fn verify_file(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Report, String> {

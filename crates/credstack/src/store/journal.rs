@@ -78,6 +78,40 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     Ok(connection)
 }
 
+/// A read snapshot of the journal at `path` (none if there is no journal):
+/// a connection in a read transaction that has already read, so it sees the
+/// batches committed by now however the writer appends and deletes after.
+/// Never writes the journal, so it can be taken beside a running server.
+pub fn snapshot(path: &Path) -> Result<Option<Connection>, String> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let cannot = |e: rusqlite::Error| format!("cannot read {}: {e}", path.display());
+    let connection = Connection::open(path).map_err(cannot)?;
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(cannot)?;
+    let format: i64 = connection
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(cannot)?;
+    if !matches!(format, 0..=FORMAT) {
+        return Err(format!(
+            "{} is in format {format}, this release reads format {FORMAT}",
+            path.display()
+        ));
+    }
+    connection.execute_batch("BEGIN").map_err(cannot)?;
+    // An empty file (no table yet) holds no batch.
+    let tables: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'batches'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(cannot)?;
+    Ok((tables == 1).then_some(connection))
+}
+
 /// A value as the journal encodes it (SQLite's storage classes, without
 /// floats: credstack stores none).
 #[derive(Serialize)]

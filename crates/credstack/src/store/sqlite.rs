@@ -68,8 +68,14 @@ pub fn configure(connection: &Connection) -> rusqlite::Result<()> {
 }
 
 fn migrate(connection: &Connection) -> rusqlite::Result<()> {
-    // Read the version under the write lock, so two processes opening a new
-    // file at once apply each migration once: the second waits (busy
+    // A store that is up to date needs no lock: opening it beside a server
+    // (`backup`, `verify`) never waits for the merger's transaction.
+    let version: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    // Read the version again under the write lock, so two processes opening
+    // a new file at once apply each migration once: the second waits (busy
     // timeout), then finds the version moved.
     connection.execute_batch("BEGIN IMMEDIATE")?;
     let applied = (|| {
