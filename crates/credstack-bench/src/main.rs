@@ -27,6 +27,7 @@ const WORKLOADS: &[&str] = &[
     "http-batch",
     "promo-grant-all",
     "pg-debits",
+    "read-under-load",
     "nats-usage",
     "webhooks",
     "memory",
@@ -53,6 +54,9 @@ struct Figure {
     /// The baseline measured beside it in the same run, in ops/s.
     baseline_ops_per_sec: Option<f64>,
     notes: String,
+    /// Further fields for `--json`, after the common ones (the notes say
+    /// the same in words).
+    more: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Figure {
@@ -65,6 +69,7 @@ impl Figure {
             p99_ms: Some(measured.p99_ms),
             baseline_ops_per_sec: None,
             notes,
+            more: Vec::new(),
         }
     }
 }
@@ -75,7 +80,7 @@ fn main() {
         Err(message) => {
             eprintln!("{message}");
             eprintln!(
-                "usage: credstack-bench [--quick] [--json] [--wallets N] [--ops N] [WORKLOAD...]\nworkloads: {}",
+                "usage: credstack-bench [--quick] [--json] [--wallets N] [--ops N] [WORKLOAD...]\nworkloads: {}\n(read-under-load times two windows of reads, 10 s each, 1 s with --quick; --ops does not apply to it)",
                 WORKLOADS.join(", ")
             );
             std::process::exit(2);
@@ -119,6 +124,10 @@ fn main() {
                 vec![runtime.block_on(promo_grant_all(wallets(10_000, 1_000_000)))]
             }
             "pg-debits" => runtime.block_on(pg_debits(wallets(1_000, 20_000), ops(5_000, 200_000))),
+            "read-under-load" => runtime.block_on(read_under_load(
+                wallets(200, 1_000),
+                std::time::Duration::from_secs(size(1, 10) as u64),
+            )),
             "nats-usage" => {
                 runtime.block_on(nats_usage(wallets(1_000, 10_000), ops(5_000, 200_000)))
             }
@@ -179,6 +188,9 @@ fn print(figure: &Figure, json: bool) {
         if let Some(baseline) = figure.baseline_ops_per_sec {
             line["baseline_ops_per_sec"] = baseline.into();
             line["ratio"] = (ops_per_sec / baseline).into();
+        }
+        for (field, value) in &figure.more {
+            line[*field] = value.clone();
         }
         println!("{line}");
     } else {
@@ -298,8 +310,45 @@ async fn engine_debits(workload: &'static str, wallet_count: usize, total: u64) 
 /// (two threads, as `serve` would have on this machine); returns the base
 /// URL. The runtime lives as long as the process.
 fn serve(ledger: Ledger) -> String {
+    serve_until(ledger, std::future::pending()).0
+}
+
+/// A server that [`Served::stop`] stops, as `serve` stops on a signal.
+struct Served {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Served {
+    fn start(ledger: Ledger) -> Served {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (base, thread) = serve_until(ledger, async move {
+            let _ = stopped.await;
+        });
+        Served { base, stop, thread }
+    }
+
+    /// Stops accepting, waits for open connections to finish and the store
+    /// to settle, and ends the server's runtime (its background tasks and
+    /// its handle on the ledger with it).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::task::spawn_blocking(move || self.thread.join())
+            .await
+            .expect("join")
+            .expect("the server's thread");
+    }
+}
+
+/// `serve`, until `shutdown` resolves; returns the base URL and the
+/// server's thread, which ends after it.
+fn serve_until(
+    ledger: Ledger,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (String, std::thread::JoinHandle<()>) {
     let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -312,12 +361,12 @@ fn serve(ledger: Ledger) -> String {
             sender
                 .send(format!("http://{}", listener.local_addr().unwrap()))
                 .unwrap();
-            credstack::server::run(listener, ledger, std::future::pending())
+            credstack::server::run(listener, ledger, shutdown)
                 .await
                 .expect("server");
         });
     });
-    receiver.recv().expect("server address")
+    (receiver.recv().expect("server address"), thread)
 }
 
 const HTTP_KEY: &str = "csk_bench_admin_key";
@@ -525,6 +574,7 @@ async fn nats_usage(wallet_count: usize, total: u64) -> Vec<Figure> {
         notes: format!(
             "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s), Zipf s=1, keyed debits of 1 published in {published:.1} s, until acknowledged and merged"
         ),
+        more: Vec::new(),
     }]
 }
 
@@ -754,6 +804,216 @@ fn mix(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Connections reading balances in `read-under-load`.
+const READ_CONNECTIONS: usize = 4;
+/// Connections posting debits in `read-under-load`, as fast as they are
+/// answered: enough to keep the writer busy.
+const DEBIT_CONNECTIONS: usize = 48;
+/// How long the debits run before the reads beside them are timed.
+const DEBIT_RAMP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Balance reads (`GET /v1/wallets/{id}/balance`, uniform picks, 4
+/// keep-alive connections) on a server that is idle, then on the same
+/// server while 48 more connections post keyed debits of 1 (uniform picks)
+/// as fast as they are answered, each read window `window` long. On the
+/// embedded store (`read-under-load`), then on PostgreSQL
+/// (`pg-read-under-load`) when `DATABASE_URL` is set. A figure is the reads
+/// under load; its notes and `--json` fields carry the idle reads, the
+/// ratios, and the debits that ran in the window. `--ops` does not apply:
+/// the windows are timed.
+async fn read_under_load(wallet_count: usize, window: std::time::Duration) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let (ledger, data) = open_ledger();
+    figures.push(reads_beside_debits("read-under-load", ledger, wallet_count, window).await);
+    drop(data);
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("read-under-load: pg-read-under-load skipped, DATABASE_URL is not set");
+        return figures;
+    };
+    let db = tokio::task::spawn_blocking(move || PgDatabase::create(&url))
+        .await
+        .unwrap();
+    // As many read connections as `serve` opens by default.
+    let ledger = open_on(Backend::Postgres {
+        url: db.url(),
+        readers: 16,
+    });
+    figures.push(reads_beside_debits("pg-read-under-load", ledger, wallet_count, window).await);
+    drop(db);
+    figures
+}
+
+/// `read-under-load` on `ledger`'s store; see [`read_under_load`]. The
+/// server is stopped before this returns.
+async fn reads_beside_debits(
+    workload: &'static str,
+    ledger: Ledger,
+    wallet_count: usize,
+    window: std::time::Duration,
+) -> Figure {
+    ledger.ensure_admin_key(HTTP_KEY).await.expect("admin key");
+    let cs = seed::credit_system(&ledger).await;
+    let seeding = Instant::now();
+    let wallets = seed::wallets(&ledger, cs, wallet_count, true).await;
+    // Idle means idle: nothing of the seeding left to merge.
+    ledger.settle().await;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    let wallets: Arc<Vec<String>> = Arc::new(
+        wallets
+            .iter()
+            .map(|&w| ids::format(Kind::Wallet, w))
+            .collect(),
+    );
+    let server = Served::start(ledger.clone());
+    // The readers on a runtime and a thread of their own, as a client in
+    // another process would be: they do not wait behind the debit callers'
+    // tasks on this runtime.
+    let readers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("readers' runtime");
+
+    let mut reads = start_reads(readers.handle(), &server.base, &wallets);
+    reads.record();
+    tokio::time::sleep(window).await;
+    reads.pause();
+    let idle = reads.stop().await;
+
+    let mut debits = start_debits(&server.base, &wallets);
+    tokio::time::sleep(DEBIT_RAMP).await;
+    let mut reads = start_reads(readers.handle(), &server.base, &wallets);
+    reads.record();
+    debits.record();
+    tokio::time::sleep(window).await;
+    reads.pause();
+    debits.pause();
+    let loaded = reads.stop().await;
+    let debits = debits.stop().await;
+    let stopping = Instant::now();
+    server.stop().await;
+    ledger.settle().await;
+    let settled = stopping.elapsed().as_secs_f64();
+    readers.shutdown_background();
+    drop(ledger);
+
+    let (idle_m, load_m, debit_m) = (&idle.measured, &loaded.measured, &debits.measured);
+    let p50_ratio = load_m.p50_ms / idle_m.p50_ms;
+    let p99_ratio = load_m.p99_ms / idle_m.p99_ms;
+    let seconds = window.as_secs_f64();
+    let wrong = if idle.wrong + loaded.wrong + debits.wrong == 0 {
+        "none".to_string()
+    } else {
+        format!(
+            "idle reads {}, reads under load {}, debits {}",
+            idle.wrong_text(),
+            loaded.wrong_text(),
+            debits.wrong_text()
+        )
+    };
+    let notes = format!(
+        "{wallet_count} wallets x 4 grants (seeded in {seed_seconds:.1} s); balance reads on {READ_CONNECTIONS} connections, uniform picks, {seconds:.0} s idle, then {seconds:.0} s beside keyed debits of 1 on {DEBIT_CONNECTIONS} connections (started {:.0} s before); idle: p50 {:.2} ms, p99 {:.2} ms, {:.0} reads/s; under load p50 {p50_ratio:.1}x, p99 {p99_ratio:.1}x idle; debits in the read window: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms; wrong replies: {wrong}; server stopped and store merged {settled:.2} s after the debits stopped",
+        DEBIT_RAMP.as_secs_f64(),
+        idle_m.p50_ms,
+        idle_m.p99_ms,
+        idle_m.ops_per_sec(),
+        debit_m.ops_per_sec(),
+        debit_m.p50_ms,
+        debit_m.p99_ms,
+    );
+    let mut figure = Figure::from(workload, load_m, notes);
+    figure.more = vec![
+        ("idle_reads_per_sec", idle_m.ops_per_sec().into()),
+        ("idle_p50_ms", idle_m.p50_ms.into()),
+        ("idle_p99_ms", idle_m.p99_ms.into()),
+        ("idle_reads", idle_m.ops.into()),
+        ("p50_ratio", p50_ratio.into()),
+        ("p99_ratio", p99_ratio.into()),
+        ("debits_per_sec", debit_m.ops_per_sec().into()),
+        ("debit_p50_ms", debit_m.p50_ms.into()),
+        ("debit_p99_ms", debit_m.p99_ms.into()),
+        ("wrong_reads", (idle.wrong + loaded.wrong).into()),
+        ("wrong_debits", debits.wrong.into()),
+    ];
+    figure
+}
+
+/// One keep-alive connection per caller: a client of its own, at most one
+/// request in flight.
+fn connections(count: usize) -> Arc<Vec<reqwest::Client>> {
+    Arc::new(
+        (0..count)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .expect("client")
+            })
+            .collect(),
+    )
+}
+
+/// Sends `request` and reads its whole reply: `Ok` if its status is
+/// `expected`, otherwise what came back.
+async fn expect_status(request: reqwest::RequestBuilder, expected: u16) -> Result<(), String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| format!("no reply: {error}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| format!("{status}, body cut: {error}"))?;
+    if status != expected {
+        let text = String::from_utf8_lossy(&body);
+        return Err(format!(
+            "{status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// `READ_CONNECTIONS` callers reading balances of wallets picked uniformly.
+fn start_reads(
+    runtime: &tokio::runtime::Handle,
+    base: &str,
+    wallets: &Arc<Vec<String>>,
+) -> drive::Looping {
+    let (clients, base, wallets) = (
+        connections(READ_CONNECTIONS),
+        base.to_string(),
+        wallets.clone(),
+    );
+    drive::Looping::start_on(runtime, READ_CONNECTIONS, move |caller, n| {
+        let wallet = &wallets[(mix(!n) % wallets.len() as u64) as usize];
+        let request = clients[caller]
+            .get(format!("{base}/v1/wallets/{wallet}/balance"))
+            .bearer_auth(HTTP_KEY);
+        expect_status(request, 200)
+    })
+}
+
+/// `DEBIT_CONNECTIONS` callers posting keyed debits of 1 from wallets
+/// picked uniformly (each wallet holds far more than a run takes).
+fn start_debits(base: &str, wallets: &Arc<Vec<String>>) -> drive::Looping {
+    let (clients, base, wallets) = (
+        connections(DEBIT_CONNECTIONS),
+        base.to_string(),
+        wallets.clone(),
+    );
+    drive::Looping::start(DEBIT_CONNECTIONS, move |caller, n| {
+        let wallet = &wallets[(mix(n) % wallets.len() as u64) as usize];
+        let request = clients[caller]
+            .post(format!("{base}/v1/wallets/{wallet}/debits"))
+            .bearer_auth(HTTP_KEY)
+            .header("Idempotency-Key", client_key())
+            .json(&serde_json::json!({"amount": "1"}));
+        expect_status(request, 200)
+    })
+}
+
 /// Resident memory with `wallet_count` wallets of four grants loaded in
 /// the writer (every wallet it creates stays in its memory).
 async fn memory(wallet_count: usize) -> Figure {
@@ -774,6 +1034,7 @@ async fn memory(wallet_count: usize) -> Figure {
         notes: format!(
             "resident {after} MiB with {wallet_count} wallets x 4 grants loaded ({before} MiB before); ops/s is the seeding rate"
         ),
+        more: Vec::new(),
     }
 }
 
@@ -841,6 +1102,7 @@ async fn restart(entries: u64) -> Figure {
         notes: format!(
             "open and serve with {entries} entries on disk (written in {seed_seconds:.0} s); ops/s is restarts/s"
         ),
+        more: Vec::new(),
     }
 }
 
@@ -918,6 +1180,7 @@ async fn promo_grant_all(customers: usize) -> Figure {
             "{customers} customers with wallets, one call; all merged into the store after {merged_seconds:.1} s; seeding took {seed_seconds:.1} s; peak RSS {} MiB",
             peak_rss_mib()
         ),
+        more: Vec::new(),
     }
 }
 
