@@ -1,18 +1,22 @@
 //! The ledger service: the Rust API that the HTTP layer, the CLI and the
 //! benchmarks call. Writes go to the single writer ([`Engine`]); reads run on
-//! a pool of read connections and see only committed state. Before a
+//! a pool of read connections and see every write acknowledged before them
+//! (on the embedded store, the journal's unmerged tail laid over the store:
+//! `store::tail`), never waiting for the merger. Before a
 //! wallet-scoped read, a wallet with an event due is brought up to date
 //! through the writer, so reads never show stale state (SPEC rule 11); a
 //! background sweep does the same for wallets nobody reads.
 
 use crate::clock::{AdvanceError, Clock};
-use crate::engine::journaled::Journaled;
+use crate::engine::journaled::Journalled;
+use crate::engine::sink::{Direct, Sink};
 use crate::engine::{BulkClaim, Engine, Idempotency, Outcome, Render, Reply, Request, RunStep};
 use crate::error::{Error, Result};
 use crate::ids::Generator;
 use crate::metrics::Metrics;
 use crate::records::{ApiKey, Scope};
 use crate::store::journal::Progress as JournalProgress;
+use crate::store::tail::{Overlaid, Tail};
 use crate::store::{self, Store, StoreResult};
 use credstack_core::Instant;
 use r2d2_sqlite::SqliteConnectionManager;
@@ -35,8 +39,15 @@ pub struct Ledger {
 /// The pool reads run on.
 #[derive(Clone)]
 enum Readers {
-    Embedded(r2d2::Pool<SqliteConnectionManager>),
+    /// With the journal's tail, laid over each read's snapshot.
+    Embedded(r2d2::Pool<SqliteConnectionManager>, Arc<Unmerged>),
     Postgres(store::postgres::Pool),
+}
+
+/// The embedded store's journal, as readers see it.
+struct Unmerged {
+    tail: Arc<Tail>,
+    progress: Arc<JournalProgress>,
 }
 
 struct Inner {
@@ -49,8 +60,7 @@ struct Inner {
     keys_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     render: Render,
     metrics: Arc<Metrics>,
-    /// The embedded store's journal: reads wait until what was committed
-    /// before them is merged into the store.
+    /// The embedded store's journal: how far it is merged.
     journal: Option<Arc<JournalProgress>>,
 }
 
@@ -93,15 +103,17 @@ impl Ledger {
         // runtime's thread, and callers may be on one: open on a thread of
         // our own.
         let backend = &config.backend;
-        let (store, connect, readers, api_keys, journal) = std::thread::scope(|scope| {
+        let (sink, readers, api_keys, progress) = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let (mut store, connect, readers, journal) = match backend {
+                    let (mut store, connect, readers, progress) = match backend {
                         Backend::Embedded { data_dir } => {
                             let lock = lock_data_dir(data_dir)?;
-                            let (store, connect, readers) = open_embedded(data_dir)?;
-                            let journal = open_journal(data_dir, lock)?;
-                            (store, connect, readers, Some(journal))
+                            let (store, connect, pool) = open_embedded(data_dir)?;
+                            let (journal, unmerged) = open_journal(data_dir)?;
+                            let progress = unmerged.progress.clone();
+                            let readers = Readers::Embedded(pool, Arc::new(unmerged));
+                            (store, connect, readers, Some((journal, progress, lock)))
                         }
                         Backend::Postgres { url, readers } => {
                             let (store, connect, readers) = open_postgres(url, *readers)?;
@@ -109,18 +121,31 @@ impl Ledger {
                         }
                     };
                     let api_keys = store.api_keys().map_err(|e| e.to_string())?;
-                    Ok::<_, String>((store, connect, readers, api_keys, journal))
+                    // The embedded store journals; PostgreSQL, shared with
+                    // other processes, is written directly.
+                    let (sink, progress): (Box<dyn Sink>, _) = match (progress, &readers) {
+                        (Some((journal, progress, lock)), Readers::Embedded(_, unmerged)) => (
+                            Box::new(Journalled::new(
+                                store,
+                                connect,
+                                journal,
+                                progress.clone(),
+                                unmerged.tail.clone(),
+                                lock,
+                            )),
+                            Some(progress),
+                        ),
+                        _ => (Box::new(Direct::new(store, connect, true)), None),
+                    };
+                    Ok::<_, String>((sink, readers, api_keys, progress))
                 })
                 .join()
                 .map_err(|_| "opening the store panicked".to_string())?
         })?;
         let clock = Arc::new(config.clock);
         let metrics = Arc::new(Metrics::default());
-        let progress = journal.as_ref().map(|journal| journal.progress.clone());
         let (engine, _writer) = Engine::start(
-            store,
-            connect,
-            journal,
+            sink,
             clock.clone(),
             Arc::new(Generator::default()),
             config.render,
@@ -182,27 +207,12 @@ impl Ledger {
         }
     }
 
-    /// Runs a read on a pooled read connection, off the async runtime,
-    /// once everything acknowledged before it is in the store.
+    /// Runs a read on a pooled read connection, off the async runtime. It
+    /// sees every write acknowledged before it began, and one snapshot
+    /// throughout; on the embedded store it never waits for the journal's
+    /// merger but for a campaign's customer counts and list right after
+    /// that campaign's grants (`store::tail`).
     pub async fn read<T, F>(&self, query: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
-    {
-        self.read_after(true, query).await
-    }
-
-    /// [`Ledger::read`] of what the journal never writes (which customers
-    /// have wallets, say), which need not wait for the merger.
-    pub async fn read_unjournalled<T, F>(&self, query: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
-    {
-        self.read_after(false, query).await
-    }
-
-    async fn read_after<T, F>(&self, merged: bool, query: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Store) -> StoreResult<T> + Send + 'static,
@@ -212,19 +222,18 @@ impl Ledger {
             .readers
             .clone()
             .expect("readers live as long as the ledger");
-        let journal = self.inner.journal.clone().filter(|_| merged);
         let outcome = tokio::task::spawn_blocking(move || {
-            if let Some(journal) = journal
-                && !journal.wait_caught_up()
-            {
-                tracing::error!("a read waited too long for the journal to be merged");
-                return Err(Error::Unavailable);
-            }
             let result = match readers {
-                Readers::Embedded(pool) => pool
-                    .get()
-                    .map_err(Into::into)
-                    .and_then(|mut c| query(&mut *c)),
+                Readers::Embedded(pool, unmerged) => {
+                    pool.get().map_err(Into::into).and_then(|mut c| {
+                        let mut overlaid =
+                            Overlaid::open(&mut c, &unmerged.tail, &unmerged.progress)?;
+                        let result = query(&mut overlaid);
+                        let ended = overlaid.end();
+                        let value = result?;
+                        ended.map(|()| value)
+                    })
+                }
                 Readers::Postgres(pool) => pool
                     .get()
                     .map_err(Into::into)
@@ -685,7 +694,7 @@ impl Ledger {
                 // Wallets are created outside the journal: the chunk after
                 // need not wait for the previous one's merge.
                 BulkAction::Grant => {
-                    self.read_unjournalled(move |c| {
+                    self.read(move |c| {
                         c.customers_with_wallets(credit_system_id, after, BULK_CHUNK)
                     })
                     .await?
@@ -808,7 +817,9 @@ const MERGER_CACHE_KIB: i64 = 256 * 1024;
 
 /// Opens the embedded store's journal: merges whatever a stopped or killed
 /// process left in it, then starts the merger (`store::journal`).
-fn open_journal(data_dir: &Path, lock: std::fs::File) -> std::result::Result<Journaled, String> {
+fn open_journal(
+    data_dir: &Path,
+) -> std::result::Result<(store::journal::Journal, Unmerged), String> {
     let path = database_path(data_dir);
     let main =
         store::sqlite::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -824,9 +835,10 @@ fn open_journal(data_dir: &Path, lock: std::fs::File) -> std::result::Result<Jou
         .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
     let merged = merge_left_over(&main, &journal)?;
     let progress = Arc::new(JournalProgress::starting_at(merged));
-    store::journal::spawn_merger(main, journal, progress.clone());
+    let tail = Arc::new(Tail::default());
+    store::journal::spawn_merger(main, journal, progress.clone(), tail.clone());
     let journal = store::journal::Journal::open(&journal_path, merged)?;
-    Ok(Journaled::new(journal, progress, lock))
+    Ok((journal, Unmerged { tail, progress }))
 }
 
 /// Merges the batches a journal holds beyond the store's mark, returning the mark.
@@ -850,9 +862,15 @@ fn merge_left_over(
     Ok(merged)
 }
 
-fn open_embedded(
-    data_dir: &Path,
-) -> std::result::Result<(Box<dyn Store>, crate::engine::Connect, Readers), String> {
+/// The embedded store's connections: the writer's, how to open it again,
+/// and the readers' pool.
+type Embedded = (
+    Box<dyn Store>,
+    crate::engine::Connect,
+    r2d2::Pool<SqliteConnectionManager>,
+);
+
+fn open_embedded(data_dir: &Path) -> std::result::Result<Embedded, String> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let path = database_path(data_dir);
@@ -871,7 +889,7 @@ fn open_embedded(
         let connection = open_writer(&path)?;
         Ok(Box::new(connection) as Box<dyn Store>)
     });
-    Ok((Box::new(connection), connect, Readers::Embedded(readers)))
+    Ok((Box::new(connection), connect, readers))
 }
 
 /// How much of `credstack.db` the writer's connection maps into memory.

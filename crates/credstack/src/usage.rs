@@ -286,10 +286,8 @@ async fn wallet(usage: &UsageMessage, ledger: &Ledger) -> Result<u128, Outcome> 
         }
         (None, Some(customer), Some(system)) => {
             let (customer, system) = (customer.clone(), system.clone());
-            // Who owns which wallet is never written by the journal: no need
-            // to wait for the merger.
             let found = ledger
-                .read_unjournalled(move |c| {
+                .read(move |c| {
                     let Some(customer) = c.customer_by_external_id(&customer)? else {
                         return Ok(None);
                     };

@@ -23,10 +23,10 @@
 //! wall-clock, so a simulated ledger clock does not hold retries back.
 
 use crate::engine::{Outcome, Request};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::{self, Kind};
 use crate::ledger::Ledger;
-use crate::records::{Attempt, AttemptEnd, Delivery, DeliveryJob, EventRecord, EventType};
+use crate::records::{Attempt, AttemptEnd, Delivery, DeliveryJob, EventRecord};
 use futures_util::StreamExt;
 use hmac::{KeyInit, Mac};
 use rand::RngExt;
@@ -39,8 +39,6 @@ pub const CLAIM_MAX: usize = 64;
 pub const DISPATCH_MAX: usize = 500;
 /// The longest wait between two attempts.
 pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(3600);
-/// A webhook URL's longest length.
-pub const URL_MAX: usize = 2048;
 /// How long the loop waits when it found nothing to do.
 const IDLE: Duration = Duration::from_millis(200);
 
@@ -80,49 +78,6 @@ impl Settings {
     fn lease(&self) -> Duration {
         self.timeout + Duration::from_secs(5)
     }
-}
-
-/// A webhook URL: absolute `http` or `https` with a host, no credentials.
-pub fn checked_url(text: &str) -> Result<String> {
-    let invalid = |message: &str| Error::invalid("url", message.to_string());
-    if text.len() > URL_MAX {
-        return Err(invalid("url must be at most 2048 characters"));
-    }
-    let url = url::Url::parse(text).map_err(|_| invalid("url must be an absolute URL"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("url must be http or https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("url must name a host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("url must not carry credentials"));
-    }
-    Ok(text.to_string())
-}
-
-/// Event type names: at least one, each a known type or `*`, kept in the
-/// order given without repeats.
-pub fn checked_event_types(types: &[String]) -> Result<Vec<String>> {
-    if types.is_empty() {
-        return Err(Error::invalid(
-            "event_types",
-            "event_types must name at least one event type, or \"*\"",
-        ));
-    }
-    let mut checked: Vec<String> = Vec::new();
-    for name in types {
-        if name != "*" && EventType::parse(name).is_none() {
-            return Err(Error::invalid(
-                "event_types",
-                format!("unknown event type {name:?}"),
-            ));
-        }
-        if !checked.contains(name) {
-            checked.push(name.clone());
-        }
-    }
-    Ok(checked)
 }
 
 /// A new signing secret: `whsec_` and 32 random bytes in hex.
@@ -351,7 +306,7 @@ fn describe(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::DeliveryStatus;
+    use crate::records::{DeliveryStatus, EventType};
     use chrono::{DateTime, Utc};
 
     fn at(seconds: i64) -> credstack_core::Instant {
@@ -442,27 +397,5 @@ mod tests {
             signature("whsec_test", 1_700_000_000, r#"{"a":1}"#),
             "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
         );
-    }
-
-    #[test]
-    fn urls_and_event_types_are_checked() {
-        assert!(checked_url("https://example.com/hooks").is_ok());
-        assert!(checked_url("http://127.0.0.1:8080/x").is_ok());
-        for bad in [
-            "ftp://example.com",
-            "/relative",
-            "https://user:pw@example.com/",
-            "nope",
-        ] {
-            assert!(checked_url(bad).is_err(), "{bad}");
-        }
-        let types =
-            |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
-        assert_eq!(
-            checked_event_types(&types(&["grant.created", "*", "grant.created"])).unwrap(),
-            types(&["grant.created", "*"])
-        );
-        assert!(checked_event_types(&[]).is_err());
-        assert!(checked_event_types(&types(&["grant.made"])).is_err());
     }
 }

@@ -254,7 +254,10 @@ async fn check_restored(file: &Path, wallets: &[String], acked: &Acked) {
             .await;
         assert_eq!(again.status, 200, "{key}: {}", again.body);
         assert_eq!(
-            again.headers.get("idempotent-replayed").map(|v| v.as_bytes()),
+            again
+                .headers
+                .get("idempotent-replayed")
+                .map(|v| v.as_bytes()),
             Some(&b"true"[..]),
             "{key} was acknowledged before the backup, so the backup holds it"
         );

@@ -1,16 +1,32 @@
-//! The writer's side of the embedded store's journal (`store::journal`):
-//! which batches go to it, what they write there, and the tail the writer
-//! keeps of batches not merged yet.
+//! [`Journalled`], the embedded store's [`Sink`]: a batch of ledger changes
+//! only (debits, bringing wallets up to date, campaign grants) is one row
+//! of the journal (`store::journal`), committed durably and published to
+//! readers (`store::tail`) before its callers hear back, and merged into
+//! `credstack.db` behind by the merger thread. Any other batch first waits
+//! until the journal is merged, then runs on `credstack.db` directly
+//! ([`Direct`]).
+//!
+//! Who writes `credstack.db`: the merger, for journalled batches; this
+//! sink's [`Direct`], for the others, only once the merger has caught up
+//! and while the writer waits for nothing else, so the two never write at
+//! the same time and never out of order (a direct batch always follows
+//! every journalled batch before it). One process serves a data directory
+//! (`credstack.lock`): nothing else writes it.
+//!
+//! Owns: the batch's journal row and published tail, and the writer's index
+//! of unmerged batches ([`View`]: keys, debits, assignments, runs, what a
+//! later batch reads back before the merger has written it).
+//! May not: know requests; read the clock.
 
-use super::Request;
-use crate::records::{
-    Assignment, BulkRun, DebitRecord, GrantRecord, Kept, NewRows, PromotionalCredit,
-};
+use super::sink::{Change, Direct, Sink, StoreFailure};
+use crate::records::{Assignment, BulkRun, DebitRecord, Kept, KeptResponse};
 use crate::store::journal::{Body, Journal, Progress};
 use crate::store::sqlite::{self, Write};
-use credstack_core::{Grant, Instant, Wallet};
+use crate::store::tail::{Batch, Tail};
+use crate::store::{Overlay, Store, StoreResult};
+use credstack_core::Instant;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How many committed batches may wait for the merger before the writer
 /// waits for it: what bounds the tail in memory and the work at restart.
@@ -25,32 +41,13 @@ pub const LAG_MAX: u64 = 1024;
 
 /// How many statements committed batches may hold unmerged before the
 /// writer waits: a campaign's batch of 1,000 customers holds ~4,000, a
-/// debit batch ~5 per debit, so ~200,000 debits. This bounds how long a read
-/// waits for the merger (at most this much merging: 1.5-1.7 s measured on
-/// the 2-core machine at the end of a saturated run, and only while debits
-/// arrive faster than it merges), the tail the writer keeps in memory (the
-/// keys and debits of those debits) and the merging a start after a crash
-/// does before it serves.
+/// debit batch ~5 per debit, so ~200,000 debits. This bounds the tail kept
+/// in memory (the writer's index and the readers' published batches) and
+/// the merging a start after a crash does before it serves. Reads never
+/// wait for it (`store::tail`).
 pub const LAG_STATEMENTS_MAX: usize = 1_048_576;
 
-/// Debits are journalled, bringing wallets up to date (`Materialise`,
-/// before a balance is read and from the sweep), and campaign grants (one
-/// call's customers, or a chunk of a call to all): they are the hot paths,
-/// and what they write (entries, debits, keys, wallet and grant states,
-/// holds that expired; new grants, assignments, the campaign's row and its
-/// run's progress) is a closed list. Anything else waits for the journal
-/// to be merged and writes directly.
-pub fn journals(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::Debit(_)
-            | Request::DebitBatch(_)
-            | Request::Materialise { .. }
-            | Request::GrantPromotion { .. }
-    )
-}
-
-/// What one batch added to the tail, so it leaves once merged.
+/// What one batch added to the writer's index, so it leaves once merged.
 #[derive(Default)]
 struct Added {
     batch: u64,
@@ -63,23 +60,11 @@ struct Added {
     runs: Vec<u128>,
 }
 
-pub struct Journaled {
-    /// The data directory's lock, held while the writer runs.
-    _lock: std::fs::File,
-    journal: Journal,
-    pub progress: Arc<Progress>,
-    body: Body,
-    /// Whether the batch in flight is journalled.
-    pub active: bool,
-    /// The number the batch in flight gets in the journal.
-    in_flight: u64,
-    /// After a failed batch the store may be behind the journal (the
-    /// commit may have reached the disk): merge everything before the
-    /// store is read again.
-    pub drain_first: bool,
-    /// What unmerged batches wrote that the writer reads back: keys and
-    /// debits (replays), assignments (who holds a campaign already) and
-    /// runs (a call to all customers' progress), each with its batch.
+/// What unmerged batches wrote that a later batch reads back, each with
+/// its batch: keys and debits (replays), assignments (who holds a
+/// campaign already) and runs (a call to all customers' progress).
+#[derive(Default)]
+struct Index {
     keys: HashMap<String, ([u8; 32], Kept)>,
     debits: HashMap<u128, DebitRecord>,
     assignments: HashMap<(u128, u128), Vec<(u64, Assignment)>>,
@@ -88,55 +73,19 @@ pub struct Journaled {
     batches: VecDeque<Added>,
 }
 
-impl Journaled {
-    pub fn new(journal: Journal, progress: Arc<Progress>, lock: std::fs::File) -> Journaled {
-        Journaled {
-            _lock: lock,
-            journal,
-            progress,
-            body: Body::default(),
-            active: false,
-            in_flight: 0,
-            drain_first: false,
-            keys: HashMap::new(),
-            debits: HashMap::new(),
-            assignments: HashMap::new(),
-            runs: HashMap::new(),
-            batches: VecDeque::new(),
+impl Index {
+    fn current(&mut self, batch: u64) -> &mut Added {
+        if self.batches.back().is_none_or(|added| added.batch != batch) {
+            self.batches.push_back(Added {
+                batch,
+                ..Added::default()
+            });
         }
+        self.batches.back_mut().expect("just pushed")
     }
 
-    /// Before a batch: brings the store up to the journal if the batch is
-    /// not journalled (or a failure left it unsure), and forgets the tail
-    /// the merger has written. False when the merger does not catch up.
-    pub fn prepare(&mut self, journalled: bool) -> bool {
-        let caught_up = if self.drain_first {
-            self.progress.drain_all()
-        } else if !journalled {
-            self.progress.drain()
-        } else {
-            true
-        };
-        if !caught_up {
-            return false;
-        }
-        self.drain_first = false;
-        self.active = journalled;
-        self.in_flight = self.journal.next();
-        let merged = self.progress.merged();
-        while self
-            .batches
-            .front()
-            .is_some_and(|added| added.batch <= merged)
-        {
-            let added = self.batches.pop_front().expect("front exists");
-            self.drop_added(added, |batch| batch <= merged);
-        }
-        true
-    }
-
-    /// Takes out of the tail what `added` put there, where `gone` says
-    /// its batch is (an assignment or run a later batch wrote stays).
+    /// Takes out what `added` put in, where `gone` says its batch is (an
+    /// assignment or run a later batch wrote stays).
     fn drop_added(&mut self, added: Added, gone: impl Fn(u64) -> bool) {
         for key in &added.keys {
             self.keys.remove(key);
@@ -162,137 +111,263 @@ impl Journaled {
             }
         }
     }
+}
 
-    fn current(&mut self) -> &mut Added {
-        let batch = self.in_flight;
-        if self.batches.back().is_none_or(|added| added.batch != batch) {
-            self.batches.push_back(Added {
-                batch,
-                ..Added::default()
-            });
+/// The writer's connection to `credstack.db` with the index of unmerged
+/// batches laid over it: what every batch reads through.
+struct View {
+    under: Box<dyn Store>,
+    index: Arc<Mutex<Index>>,
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Overlay for View {
+    fn under(&mut self) -> &mut dyn Store {
+        &mut *self.under
+    }
+
+    fn idempotency(&mut self, key: &str) -> StoreResult<Option<([u8; 32], Kept)>> {
+        if let Some(kept) = lock(&self.index).keys.get(key).cloned() {
+            return Ok(Some(kept));
         }
-        self.batches.back_mut().expect("just pushed")
+        self.under.idempotency(key)
     }
 
-    /// Journals rows, and keeps their keys and debits in the tail (taking
-    /// them: the batch's pending rows are done with once journalled).
-    pub fn record(&mut self, rows: NewRows) {
-        for entry in &rows.entries {
-            self.body.push(Write::Entry, &sqlite::entry_values(entry));
+    fn idempotency_many(&mut self, keys: &[&str]) -> StoreResult<Vec<KeptResponse>> {
+        let mut found = Vec::new();
+        let mut rest = Vec::new();
+        {
+            let index = lock(&self.index);
+            for key in keys {
+                match index.keys.get(*key) {
+                    Some((fingerprint, kept)) => found.push(KeptResponse {
+                        key: key.to_string(),
+                        fingerprint: *fingerprint,
+                        kept: kept.clone(),
+                        // Not read by the writer: the purge reads the store.
+                        at: Instant::MIN_UTC,
+                    }),
+                    None => rest.push(*key),
+                }
+            }
         }
-        for debit in rows.debits {
-            self.body.push(Write::Debit, &sqlite::debit_values(&debit));
-            self.current().debits.push(debit.id);
-            self.debits.insert(debit.id, debit);
+        if !rest.is_empty() {
+            found.extend(self.under.idempotency_many(&rest)?);
         }
-        for kept in rows.responses {
-            self.body.push(Write::Key, &sqlite::key_values(&kept));
-            self.current().keys.push(kept.key.clone());
-            self.keys.insert(kept.key, (kept.fingerprint, kept.kept));
+        Ok(found)
+    }
+
+    fn debit(&mut self, id: u128) -> StoreResult<Option<DebitRecord>> {
+        if let Some(debit) = lock(&self.index).debits.get(&id).cloned() {
+            return Ok(Some(debit));
         }
-        for event in &rows.events {
-            self.body.push(Write::Event, &sqlite::event_values(event));
-        }
+        self.under.debit(id)
     }
 
-    pub fn grant(&mut self, record: &GrantRecord) {
-        self.body.push(Write::Grant, &sqlite::grant_values(record));
-    }
-
-    pub fn assignment(&mut self, assignment: &Assignment) {
-        self.body
-            .push(Write::Assignment, &sqlite::assignment_values(assignment));
-        let pair = (assignment.promotional_credit_id, assignment.customer_id);
-        let batch = self.in_flight;
-        self.current().assignments.push(pair);
-        self.assignments
-            .entry(pair)
-            .or_default()
-            .push((batch, assignment.clone()));
-    }
-
-    /// A campaign's row. Not kept in the tail: a journalled batch changes
-    /// only its `applied` mark, from false to true, and anything else that
-    /// changes it waits for the merge.
-    pub fn promotion(&mut self, promotion: &PromotionalCredit) {
-        self.body
-            .push(Write::Promotion, &sqlite::promotion_values(promotion));
-    }
-
-    pub fn bulk_run(&mut self, run: &BulkRun) {
-        self.body
-            .push(Write::BulkRun, &sqlite::bulk_run_values(run));
-        let batch = self.in_flight;
-        self.current().runs.push(run.promotional_credit_id);
-        self.runs
-            .insert(run.promotional_credit_id, (batch, run.clone()));
-    }
-
-    /// Assignments of unmerged batches of this campaign and customer
-    /// active at `now`.
-    pub fn active_assignments(
-        &self,
-        campaign: u128,
-        customer: u128,
+    fn active_assignments(
+        &mut self,
+        promotion_id: u128,
+        customer_id: u128,
         now: Instant,
-    ) -> impl Iterator<Item = &Assignment> {
-        self.assignments
-            .get(&(campaign, customer))
+    ) -> StoreResult<Vec<Assignment>> {
+        let mut active = self
+            .under
+            .active_assignments(promotion_id, customer_id, now)?;
+        let index = lock(&self.index);
+        let unmerged = index
+            .assignments
+            .get(&(promotion_id, customer_id))
             .into_iter()
             .flatten()
             .map(|(_, assignment)| assignment)
-            .filter(move |assignment| assignment.is_active(now))
-    }
-
-    /// The campaign's run as an unmerged batch left it.
-    pub fn run(&self, campaign: u128) -> Option<&BulkRun> {
-        self.runs.get(&campaign).map(|(_, run)| run)
-    }
-
-    pub fn wallet_state(&mut self, id: u128, wallet: &Wallet) {
-        self.body.push(
-            Write::WalletState,
-            &sqlite::wallet_state_values(id, wallet, 1),
-        );
-    }
-
-    pub fn grant_state(&mut self, grant: &Grant) {
-        self.body
-            .push(Write::GrantState, &sqlite::grant_state_values(grant));
-    }
-
-    pub fn finish_hold(&mut self, values: Vec<rusqlite::types::Value>) {
-        self.body.push(Write::FinishHold, &values);
-    }
-
-    /// A key of an unmerged batch.
-    pub fn key(&self, key: &str) -> Option<([u8; 32], Kept)> {
-        self.keys.get(key).cloned()
-    }
-
-    /// A debit of an unmerged batch.
-    pub fn debit(&self, id: u128) -> Option<&DebitRecord> {
-        self.debits.get(&id)
-    }
-
-    /// Appends the batch and commits it; waits first if the merger is
-    /// [`LAG_MAX`] batches behind.
-    pub fn commit(&mut self) -> Result<(), String> {
-        let batch = self.journal.next();
-        let statements = self.body.statements();
-        self.current().statements = statements;
-        if let Some(through) = self.wait_for(batch, statements)
-            && !self.progress.wait_merged(through)
-        {
-            return Err("the journal's merger fell behind and does not catch up".into());
+            .filter(|assignment| assignment.is_active(now));
+        for assignment in unmerged {
+            // A merged batch may still be indexed: count it once.
+            if !active.iter().any(|a| a.id == assignment.id) {
+                active.push(assignment.clone());
+            }
         }
+        Ok(active)
+    }
+
+    fn bulk_run(&mut self, promotion_id: u128) -> StoreResult<Option<BulkRun>> {
+        if let Some((_, run)) = lock(&self.index).runs.get(&promotion_id) {
+            return Ok(Some(run.clone()));
+        }
+        self.under.bulk_run(promotion_id)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The batch in flight is journalled.
+    Journal,
+    /// The batch in flight runs on `credstack.db` directly.
+    Direct,
+}
+
+pub struct Journalled {
+    /// The data directory's lock, held while the writer runs.
+    _lock: std::fs::File,
+    journal: Journal,
+    progress: Arc<Progress>,
+    /// Where committed batches are published for readers until merged.
+    tail: Arc<Tail>,
+    /// Batches that are not journalled; its store is the [`View`].
+    direct: Direct,
+    index: Arc<Mutex<Index>>,
+    mode: Mode,
+    body: Body,
+    /// What the batch in flight publishes once committed.
+    staged: Batch,
+    /// The number the batch in flight gets in the journal.
+    in_flight: u64,
+    /// After a failed batch the store may be behind the journal (the
+    /// commit may have reached the disk): merge everything before the
+    /// store is read again.
+    drain_first: bool,
+}
+
+impl Journalled {
+    pub fn new(
+        store: Box<dyn Store>,
+        connect: super::sink::Connect,
+        journal: Journal,
+        progress: Arc<Progress>,
+        tail: Arc<Tail>,
+        lock: std::fs::File,
+    ) -> Journalled {
+        let index = Arc::new(Mutex::new(Index::default()));
+        let view = |under: Box<dyn Store>, index: &Arc<Mutex<Index>>| -> Box<dyn Store> {
+            Box::new(View {
+                under,
+                index: index.clone(),
+            })
+        };
+        let reconnect_index = index.clone();
+        let connect: super::sink::Connect =
+            Box::new(move || Ok(view(connect()?, &reconnect_index)));
+        Journalled {
+            _lock: lock,
+            journal,
+            progress,
+            tail,
+            direct: Direct::new(view(store, &index), connect, false),
+            index,
+            mode: Mode::Direct,
+            body: Body::default(),
+            staged: Batch::default(),
+            in_flight: 0,
+            drain_first: false,
+        }
+    }
+
+    /// Journals one change, indexes what later batches read back of it,
+    /// and stages what readers will see once it commits.
+    fn journal(&mut self, change: Change) {
+        let batch = self.in_flight;
+        let mut index = lock(&self.index);
+        match change {
+            Change::Entry(entry) => {
+                self.body.push(Write::Entry, &sqlite::entry_values(&entry));
+                self.staged.entries.push(entry);
+            }
+            Change::Debit(debit) => {
+                self.body.push(Write::Debit, &sqlite::debit_values(&debit));
+                index.current(batch).debits.push(debit.id);
+                self.staged.debits.push(debit.clone());
+                index.debits.insert(debit.id, debit);
+            }
+            Change::Key(kept) => {
+                self.body.push(Write::Key, &sqlite::key_values(&kept));
+                index.current(batch).keys.push(kept.key.clone());
+                let value = (kept.fingerprint, kept.kept);
+                self.staged.keys.insert(kept.key.clone(), value.clone());
+                index.keys.insert(kept.key, value);
+            }
+            Change::Event(event) => {
+                self.body.push(Write::Event, &sqlite::event_values(&event));
+                self.staged.events.push(event);
+            }
+            Change::WalletState(info, wallet, grants) => {
+                self.body.push(
+                    Write::WalletState,
+                    &sqlite::wallet_state_values(info.id, &wallet, 1),
+                );
+                for grant in grants {
+                    self.body
+                        .push(Write::GrantState, &sqlite::grant_state_values(&grant));
+                    self.staged.grant_states.insert(grant.id.0, grant);
+                }
+                self.staged.wallets.insert(info.id, (info, wallet));
+            }
+            Change::GrantState(grant) => {
+                self.body
+                    .push(Write::GrantState, &sqlite::grant_state_values(&grant));
+                self.staged.grant_states.insert(grant.id.0, grant);
+            }
+            Change::HoldFinished {
+                id,
+                status,
+                debit_id,
+                at,
+            } => {
+                self.body.push(
+                    Write::FinishHold,
+                    &sqlite::finish_hold_values(id, status, debit_id, at),
+                );
+                self.staged.holds.insert(id, (status, debit_id, at));
+            }
+            Change::Grant(record) => {
+                self.body.push(Write::Grant, &sqlite::grant_values(&record));
+                self.staged.grants.push(record);
+            }
+            Change::Assignment(assignment) => {
+                self.body
+                    .push(Write::Assignment, &sqlite::assignment_values(&assignment));
+                let pair = (assignment.promotional_credit_id, assignment.customer_id);
+                index.current(batch).assignments.push(pair);
+                index
+                    .assignments
+                    .entry(pair)
+                    .or_default()
+                    .push((batch, assignment.clone()));
+                self.staged.assignments.push(assignment);
+            }
+            // A journalled batch changes only a campaign's `applied` mark,
+            // from false to true; anything else that changes the row waits
+            // for the merge, so it need not be indexed.
+            Change::Promotion(promotion) => {
+                self.body
+                    .push(Write::Promotion, &sqlite::promotion_values(&promotion));
+                self.staged.promotions.insert(promotion.id, promotion);
+            }
+            Change::BulkRun(run) => {
+                self.body
+                    .push(Write::BulkRun, &sqlite::bulk_run_values(&run));
+                let campaign = run.promotional_credit_id;
+                index.current(batch).runs.push(campaign);
+                index.runs.insert(campaign, (batch, run.clone()));
+                self.staged.runs.insert(campaign, run);
+            }
+        }
+    }
+
+    /// Forgets what the merger has written from the index.
+    fn forget_merged(&mut self) {
         let merged = self.progress.merged();
-        self.journal
-            .append(&self.body, merged)
-            .map_err(|e| format!("appending to the journal: {e}"))?;
-        self.body.clear();
-        self.progress.committed(batch);
-        Ok(())
+        let mut index = lock(&self.index);
+        while index
+            .batches
+            .front()
+            .is_some_and(|added| added.batch <= merged)
+        {
+            let added = index.batches.pop_front().expect("front exists");
+            index.drop_added(added, |batch| batch <= merged);
+        }
     }
 
     /// The batch the merger must reach before `batch` (holding
@@ -300,8 +375,9 @@ impl Journaled {
     /// [`LAG_STATEMENTS_MAX`] statements may wait unmerged.
     fn wait_for(&self, batch: u64, statements: usize) -> Option<u64> {
         let merged = self.progress.merged();
+        let index = lock(&self.index);
         let mut through = batch.saturating_sub(LAG_MAX);
-        let waiting = self
+        let waiting = index
             .batches
             .iter()
             .filter(|added| added.batch > merged && added.batch < batch);
@@ -316,19 +392,120 @@ impl Journaled {
         (through > merged).then_some(through)
     }
 
-    /// Drops what the failed batch in flight recorded.
-    pub fn forget_batch(&mut self) {
-        self.body.clear();
-        let in_flight = self.in_flight;
-        while self
-            .batches
-            .back()
-            .is_some_and(|added| added.batch >= in_flight)
+    /// Appends the batch and commits it; waits first if the merger is
+    /// [`LAG_MAX`] batches behind. Then publishes it to readers.
+    fn commit_journalled(&mut self) -> Result<(), String> {
+        let batch = self.journal.next();
+        let statements = self.body.statements();
+        lock(&self.index).current(batch).statements = statements;
+        if let Some(through) = self.wait_for(batch, statements)
+            && !self.progress.wait_merged(through)
         {
-            let added = self.batches.pop_back().expect("back exists");
-            self.drop_added(added, |batch| batch >= in_flight);
+            return Err("the journal's merger fell behind and does not catch up".into());
+        }
+        let merged = self.progress.merged();
+        self.journal
+            .append(&self.body, merged)
+            .map_err(|e| format!("appending to the journal: {e}"))?;
+        self.body.clear();
+        // Durable: readers see it from now on, before its callers hear back.
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.number = batch;
+        self.tail.publish(staged);
+        self.progress.committed(batch);
+        Ok(())
+    }
+}
+
+impl Sink for Journalled {
+    /// A batch of ledger changes only is journalled; any other first
+    /// waits until the store holds the whole journal (and after a failure,
+    /// whatever the journal holds, committed as far as the writer knows or
+    /// not). False when the merger does not catch up.
+    fn begin(&mut self, ledger_only: bool) -> Result<(), StoreFailure> {
+        let caught_up = if self.drain_first {
+            self.progress.drain_all()
+        } else if !ledger_only {
+            self.progress.drain()
+        } else {
+            true
+        };
+        if !caught_up {
+            tracing::error!(
+                "the journal is not being merged into the store; see the merger's errors"
+            );
+            return Err(StoreFailure { retryable: false });
+        }
+        self.drain_first = false;
+        self.in_flight = self.journal.next();
+        self.forget_merged();
+        if ledger_only {
+            self.mode = Mode::Journal;
+        } else {
+            self.mode = Mode::Direct;
+            self.direct.begin(false)?;
+        }
+        Ok(())
+    }
+
+    fn store(&mut self) -> StoreResult<&mut dyn Store> {
+        // A journalled batch begins nothing on the store: its reads see
+        // what is committed, through the index of what is not merged.
+        self.direct.store()
+    }
+
+    fn write(&mut self, change: Change) -> StoreResult<()> {
+        match self.mode {
+            Mode::Journal => {
+                self.journal(change);
+                Ok(())
+            }
+            Mode::Direct => self.direct.write(change),
+        }
+    }
+
+    fn lock_wallets(&mut self, _ids: &[u128]) -> StoreResult<Option<Vec<(u128, i64)>>> {
+        // One process serves a data directory: the cached wallets are current.
+        Ok(None)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreFailure> {
+        match self.mode {
+            Mode::Journal => self.commit_journalled().map_err(|error| {
+                tracing::error!(%error, "the batch was not journalled");
+                StoreFailure { retryable: false }
+            }),
+            Mode::Direct => self.direct.commit(),
+        }
+    }
+
+    fn rollback(&mut self) {
+        match self.mode {
+            Mode::Journal => {
+                self.body.clear();
+                self.staged = Batch::default();
+                let in_flight = self.in_flight;
+                let mut index = lock(&self.index);
+                while index
+                    .batches
+                    .back()
+                    .is_some_and(|added| added.batch >= in_flight)
+                {
+                    let added = index.batches.pop_back().expect("back exists");
+                    index.drop_added(added, |batch| batch >= in_flight);
+                }
+            }
+            Mode::Direct => self.direct.rollback(),
         }
         self.drain_first = true;
-        self.active = false;
+    }
+
+    /// A wallet of an unmerged batch is newer in memory than in the store.
+    fn settled(&mut self) -> bool {
+        self.progress.wait_caught_up()
+    }
+
+    fn stop(&mut self) {
+        self.progress.stop();
     }
 }

@@ -3,7 +3,10 @@
 //! by customer. Every assignment is backed by a real grant in the customer's
 //! wallet, written in the same commit; revoking voids that grant.
 
-use super::{Outcome, TEXT_SHORT_MAX, Writer, checked_opt_text, checked_text, parse_amount};
+use super::Outcome;
+use super::sink::Change;
+use super::validate::{TEXT_SHORT_MAX, checked_opt_text, checked_text, parse_amount};
+use super::writer::Writer;
 use crate::error::{Error, Result};
 use crate::ids::Kind;
 use crate::records::*;
@@ -66,6 +69,33 @@ pub struct PromotionRevoke {
 }
 
 impl Writer {
+    pub(super) fn finish_bulk_run(
+        &mut self,
+        promotion_id: &u128,
+        run_id: &u128,
+        response: &StoredResponse,
+        error: &Option<String>,
+    ) -> Result<Outcome> {
+        let end = RunEnd::Finished {
+            at: chrono::Utc::now(),
+            error: error.clone(),
+        };
+        self.end_bulk_run(*promotion_id, *run_id, end)?;
+        Ok(Outcome::Rendered(response.clone()))
+    }
+
+    pub(super) fn release_bulk_run(
+        &mut self,
+        promotion_id: &u128,
+        run_id: &u128,
+    ) -> Result<Outcome> {
+        let end = RunEnd::Released {
+            at: chrono::Utc::now(),
+        };
+        self.end_bulk_run(*promotion_id, *run_id, end)?;
+        Ok(Outcome::Done)
+    }
+
     /// The campaign, its row locked until the batch commits: every change
     /// to a campaign and its assignments takes this lock first, so grants,
     /// revokes and edits of one campaign from several nodes take turns.
@@ -169,35 +199,19 @@ impl Writer {
     /// Writes a campaign's row, an assignment, a run's progress: to the
     /// journal when the batch in flight is journalled (a campaign grant).
     fn write_promotion(&mut self, promotion: &PromotionalCredit) -> Result<()> {
-        match self.journalling() {
-            Some(journal) => journal.promotion(promotion),
-            None => self.store()?.upsert_promotion(promotion)?,
-        }
-        Ok(())
+        Ok(self.sink.write(Change::Promotion(promotion.clone()))?)
     }
 
     fn write_assignment(&mut self, assignment: &Assignment) -> Result<()> {
-        match self.journalling() {
-            Some(journal) => journal.assignment(assignment),
-            None => self.store()?.upsert_assignment(assignment)?,
-        }
-        Ok(())
+        Ok(self.sink.write(Change::Assignment(assignment.clone()))?)
     }
 
     fn write_bulk_run(&mut self, run: &BulkRun) -> Result<()> {
-        match self.journalling() {
-            Some(journal) => journal.bulk_run(run),
-            None => self.store()?.upsert_bulk_run(run)?,
-        }
-        Ok(())
+        Ok(self.sink.write(Change::BulkRun(run.clone()))?)
     }
 
-    /// The campaign's run, as the last batch left it (one the merger has
-    /// not written yet included).
+    /// The campaign's run, as the last batch left it.
     fn bulk_run(&mut self, promotion_id: u128) -> Result<Option<BulkRun>> {
-        if let Some(run) = self.journal.as_ref().and_then(|j| j.run(promotion_id)) {
-            return Ok(Some(run.clone()));
-        }
         Ok(self.store()?.bulk_run(promotion_id)?)
     }
 
@@ -209,20 +223,10 @@ impl Writer {
         customer_id: u128,
         now: Instant,
     ) -> Result<usize> {
-        let mut active: Vec<u128> = self
+        Ok(self
             .store()?
             .active_assignments(promotion_id, customer_id, now)?
-            .iter()
-            .map(|a| a.id)
-            .collect();
-        if let Some(journal) = &self.journal {
-            for assignment in journal.active_assignments(promotion_id, customer_id, now) {
-                if !active.contains(&assignment.id) {
-                    active.push(assignment.id);
-                }
-            }
-        }
-        Ok(active.len())
+            .len())
     }
 
     /// Checks that `step`'s run still holds its campaign (a run whose lease
@@ -513,7 +517,7 @@ impl Writer {
             state
                 .add_grant(grant_id, terms, now, changes)
                 .map_err(|r| Error::from_rejection(r, "quantity"))?;
-            Ok(super::new_grant_state(state, changes, grant_id))
+            Ok(super::wallets::new_grant_state(state, changes, grant_id))
         });
         let grant = match added {
             Ok(grant) => grant,

@@ -19,14 +19,16 @@
 //!
 //! Who sees what:
 //! - The writer keeps every wallet it journalled in memory until its batch is
-//!   merged, and the keys and debits of unmerged batches (the engine's tail),
-//!   so it never reads a stale row.
-//! - Readers wait until everything committed when they start is merged
-//!   ([`Progress::wait_merged`]): a read follows every write acknowledged
-//!   before it.
+//!   merged, and an index of what unmerged batches wrote that it reads back
+//!   (`engine::journaled`), so it never reads a stale row.
+//! - Readers never wait for the merger: each committed batch is published to
+//!   the tail (`store::tail`) before its callers hear back, and a read lays
+//!   the batches its snapshot lacks over the store.
 //! - Any other write (a grant, a hold, a customer…) first waits for the
 //!   journal to be merged ([`Progress::drain`]), then runs on `credstack.db`
 //!   directly as before.
+//! - A backup takes a snapshot of the journal and merges what the copy of the
+//!   store lacks into the copy ([`snapshot`], `backup.rs`).
 
 use super::sqlite::{self, Write};
 use rusqlite::types::Value;
@@ -501,6 +503,7 @@ pub fn spawn_merger(
     main: Connection,
     journal: Connection,
     progress: std::sync::Arc<Progress>,
+    tail: std::sync::Arc<super::tail::Tail>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("credstack-merger".into())
@@ -525,7 +528,13 @@ pub fn spawn_merger(
                     }
                     state.drains_asked
                 };
-                match merge_all(&main, &journal, |batch| progress.record_merged(batch)) {
+                // Once a merge committed, its batches leave the tail: a read
+                // that misses them there finds them in the store.
+                let merged = |batch| {
+                    tail.merged(batch);
+                    progress.record_merged(batch);
+                };
+                match merge_all(&main, &journal, merged) {
                     Ok(_) => {
                         let mut state = progress.lock();
                         state.drains_done = state.drains_done.max(drain);

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod journal;
 pub mod postgres;
 pub mod sqlite;
+pub mod tail;
 
 use crate::records::*;
 use credstack_core::{Amount, Grant, Instant, Wallet};
@@ -132,6 +133,23 @@ macro_rules! store_api {
         impl Store for ::postgres::Client {
             $( fn $name(&mut self $(, $arg: $ty)*) -> StoreResult<$ret> {
                 Ok(postgres::$name(self $(, $arg)*)?)
+            } )*
+        }
+
+        /// A store laid over another ([`Overlay::under`]): each method goes
+        /// to the store under it unless the implementation answers it
+        /// itself ([`tail::Overlaid`], the embedded journal's tail for
+        /// readers, and the writer's view of what it has not merged).
+        pub trait Overlay: Send {
+            fn under(&mut self) -> &mut dyn Store;
+            $( fn $name(&mut self $(, $arg: $ty)*) -> StoreResult<$ret> {
+                self.under().$name($($arg),*)
+            } )*
+        }
+
+        impl<T: Overlay> Store for T {
+            $( fn $name(&mut self $(, $arg: $ty)*) -> StoreResult<$ret> {
+                Overlay::$name(self $(, $arg)*)
             } )*
         }
     };
