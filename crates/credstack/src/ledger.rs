@@ -109,8 +109,11 @@ impl Ledger {
                     let (mut store, connect, readers, progress) = match backend {
                         Backend::Embedded { data_dir } => {
                             let lock = lock_data_dir(data_dir)?;
-                            let (store, connect, pool) = open_embedded(data_dir)?;
+                            // The journal first: what it holds is merged at
+                            // the schema it was written against, then the
+                            // store is migrated.
                             let (journal, unmerged) = open_journal(data_dir)?;
+                            let (store, connect, pool) = open_embedded(data_dir)?;
                             let progress = unmerged.progress.clone();
                             let readers = Readers::Embedded(pool, Arc::new(unmerged));
                             (store, connect, readers, Some((journal, progress, lock)))
@@ -820,9 +823,11 @@ const MERGER_CACHE_KIB: i64 = 256 * 1024;
 fn open_journal(
     data_dir: &Path,
 ) -> std::result::Result<(store::journal::Journal, Unmerged), String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let path = database_path(data_dir);
-    let main =
-        store::sqlite::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let cannot = |e: rusqlite::Error| format!("cannot open {}: {e}", path.display());
+    let main = store::sqlite::open_unmigrated(&path).map_err(cannot)?;
     let journal_path = store::journal::path(data_dir);
     let journal = store::journal::open(&journal_path)?;
     // A merge dirties many pages once each: with SQLite's default 2 MiB
@@ -833,7 +838,13 @@ fn open_journal(
     // their references hold, and checking each again is a lookup per row.
     main.pragma_update(None, "foreign_keys", false)
         .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
-    let merged = merge_left_over(&main, &journal)?;
+    // A journal with batches was written by a process that had the store at
+    // its schema; an empty one (a new store, say) has nothing to merge.
+    if store::journal::holds_batches(&journal).map_err(cannot)? {
+        merge_left_over(&main, &journal)?;
+    }
+    store::sqlite::migrate(&main).map_err(cannot)?;
+    let merged = store::journal::merged_mark(&main).map_err(cannot)?;
     let progress = Arc::new(JournalProgress::starting_at(merged));
     let tail = Arc::new(Tail::default());
     store::journal::spawn_merger(main, journal, progress.clone(), tail.clone());
@@ -935,20 +946,24 @@ pub fn open_store(backend: &Backend) -> std::result::Result<Box<dyn Store>, Stri
             if !path.is_file() {
                 return Err(format!("no credstack store at {}", path.display()));
             }
-            let connection = store::sqlite::open(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let cannot = |e: rusqlite::Error| format!("cannot open {}: {e}", path.display());
+            let connection = store::sqlite::open_unmigrated(&path).map_err(cannot)?;
             // A store no process serves may hold journalled batches its last
-            // server did not merge (it was killed): merge them, so what is
-            // read here is everything acknowledged. A serving process merges
-            // its own; reading beside it sees a consistent earlier state.
+            // server did not merge (it was killed): merge them (at the schema
+            // they were written against, before migrating), so what is read
+            // here is everything acknowledged. A serving process merges its
+            // own; reading beside it sees a consistent earlier state.
             let journal_path = store::journal::path(data_dir);
             if journal_path.is_file()
                 && let Ok(lock) = try_lock_data_dir(data_dir)
             {
                 let journal = store::journal::open(&journal_path)?;
-                merge_left_over(&connection, &journal)?;
+                if store::journal::holds_batches(&journal).map_err(cannot)? {
+                    merge_left_over(&connection, &journal)?;
+                }
                 drop(lock);
             }
+            store::sqlite::migrate(&connection).map_err(cannot)?;
             Ok(Box::new(connection))
         }
         Backend::Postgres { url, .. } => {

@@ -683,3 +683,37 @@ mod tests {
         assert_eq!(head.at, Some(third.occurred_at));
     }
 }
+
+/// What a ledger change writes: rows appended and states moved. A batch
+/// whose requests write nothing else (`engine::Request::ledger_only`) may
+/// be journalled; anything else (customers, keys, endpoints…) is written
+/// through [`Sink::store`] in a batch the sink runs directly.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Entry(EntryRecord),
+    Debit(DebitRecord),
+    Key(KeptResponse),
+    Event(EventRecord),
+    /// A wallet's balances and next event after the batch (its `version`
+    /// moves by one), with its grants the batch changed: written together
+    /// when the batch ends.
+    WalletState(WalletInfo, credstack_core::Wallet, Vec<Grant>),
+    /// A grant's state now: one that finished, and so left its wallet's
+    /// live grants.
+    GrantState(Grant),
+    /// A hold that ended other than by capture (a capture writes its own).
+    HoldFinished {
+        id: u128,
+        status: HoldStatus,
+        debit_id: Option<u128>,
+        at: Instant,
+    },
+    /// A new grant's row.
+    Grant(GrantRecord),
+    /// A campaign assignment, new or revoked.
+    Assignment(Assignment),
+    /// A campaign's row.
+    Promotion(PromotionalCredit),
+    /// A call to all customers' progress.
+    BulkRun(BulkRun),
+}

@@ -68,6 +68,15 @@ async fn loaded_server() -> Loaded {
             .await;
         wallets.push(wallet);
     }
+    // Once the server is idle (the first purge done, the grants' events
+    // fanned out: writes that are not journalled, which would wait for the
+    // merger held off below), only journalled debits follow.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    common::eventually("the outbox fanned out", || async {
+        let metrics = client.get("/v1/metrics").await.ok().body;
+        common::metric_sample(metrics.as_str().unwrap(), "credstack_outbox_pending_events") == 0.0
+    })
+    .await;
     let blocker = rusqlite::Connection::open(data.join("credstack.db")).unwrap();
     blocker.busy_timeout(Duration::from_secs(10)).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();

@@ -6,10 +6,10 @@
 //! following writes are every HTTP suite's.
 
 use credstack::ledger::{Backend, Config, Ledger};
-use credstack::records::{CreditSystem, Customer, EntryRecord, WalletInfo};
+use credstack::records::{Change, CreditSystem, Customer, EntryRecord, WalletInfo};
 use credstack::store::Store;
 use credstack::store::journal::{self, Body, Journal};
-use credstack::store::sqlite::{self, Write};
+use credstack::store::sqlite;
 use credstack_core::{Amount, EntryKind, Scale, Wallet};
 
 fn at(seconds: i64) -> credstack_core::Instant {
@@ -68,15 +68,12 @@ fn batch(info: &WalletInfo, n: u64) -> Body {
         reference: format!("debit_{n}"),
         hash: [n as u8; 32],
     };
-    body.push(Write::Entry, &sqlite::entry_values(&entry));
+    body.push_change(&Change::Entry(entry));
     let mut wallet = Wallet::new(Amount::from_atomic(100));
     wallet.debt = Amount::from_atomic(n as i64);
     wallet.balance = Amount::from_atomic(-(n as i64));
     wallet.last_sequence = n;
-    body.push(
-        Write::WalletState,
-        &sqlite::wallet_state_values(info.id, &wallet, 1),
-    );
+    body.push_change(&Change::WalletState(info.clone(), wallet, Vec::new()));
     body
 }
 
@@ -164,25 +161,65 @@ fn a_journal_in_an_unknown_format_is_refused() {
     assert!(error.contains("format 99"), "{error}");
 }
 
+/// A journal an earlier release left (format 2: no schema version per
+/// batch) is merged as written at the last schema those releases had, and
+/// marked format 3; an earlier release then refuses it rather than
+/// misreading it.
 #[test]
-fn a_format_1_journal_is_read_and_marked_format_2() {
+fn a_format_2_journal_is_merged_and_marked_format_3() {
     let dir = tempfile::tempdir().unwrap();
-    let config = || embedded(dir.path());
-    drop(Ledger::open(config()).unwrap());
-    let format = |value: Option<i64>| {
-        let journal = rusqlite::Connection::open(journal::path(dir.path())).unwrap();
-        if let Some(value) = value {
-            journal.pragma_update(None, "user_version", value).unwrap();
-        }
-        journal
-            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-            .unwrap()
-    };
-    assert_eq!(format(Some(1)), 1);
-    drop(Ledger::open(config()).expect("a format 1 journal opens"));
-    // Format 2 only adds statements: an older release refuses it rather
-    // than misreading a campaign's.
-    assert_eq!(format(None), 2);
+    let (main, info) = store_with_a_wallet(dir.path());
+    drop(main);
+    let journal = rusqlite::Connection::open(journal::path(dir.path())).unwrap();
+    journal
+        .execute_batch(
+            "CREATE TABLE batches (batch INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    journal
+        .execute(
+            "INSERT INTO batches (batch, body) VALUES (1, ?)",
+            [batch(&info, 1).encoded()],
+        )
+        .unwrap();
+    drop(journal);
+    let ledger = Ledger::open(embedded(dir.path())).expect("a format 2 journal opens");
+    drop(ledger);
+    let main = sqlite::open(&dir.path().join("credstack.db")).unwrap();
+    assert_eq!(count(&main, "SELECT count(*) FROM entries"), 1);
+    let journal = rusqlite::Connection::open(journal::path(dir.path())).unwrap();
+    let format: i64 = journal
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(format, 3);
+}
+
+/// A batch's values are in the order of the schema it was written against:
+/// a journal written against another schema version is not merged (nor the
+/// store migrated past it), and the refusal says which release merges it.
+#[test]
+fn a_batch_written_against_another_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, info) = store_with_a_wallet(dir.path());
+    drop(main);
+    let mut writer = Journal::open(&journal::path(dir.path()), 0).unwrap();
+    writer.append(&batch(&info, 1), 0).unwrap();
+    drop(writer);
+    let journal = rusqlite::Connection::open(journal::path(dir.path())).unwrap();
+    let older = sqlite::SCHEMA_VERSION as i64 - 1;
+    journal
+        .execute("UPDATE batches SET schema = ?", [older])
+        .unwrap();
+    drop(journal);
+    let error = Ledger::open(embedded(dir.path())).err().expect("refused");
+    assert!(
+        error.contains(&format!("schema version {older}")),
+        "{error}"
+    );
+    assert!(error.contains("the release that wrote it"), "{error}");
+    let main = rusqlite::Connection::open(dir.path().join("credstack.db")).unwrap();
+    assert_eq!(count(&main, "SELECT count(*) FROM entries"), 0);
 }
 
 #[test]

@@ -21,7 +21,6 @@
 use super::sink::{Change, Direct, Sink, StoreFailure};
 use crate::records::{Assignment, BulkRun, DebitRecord, Kept, KeptResponse};
 use crate::store::journal::{Body, Journal, Progress};
-use crate::store::sqlite::{self, Write};
 use crate::store::tail::{Batch, Tail};
 use crate::store::{Overlay, Store, StoreResult};
 use credstack_core::Instant;
@@ -268,46 +267,32 @@ impl Journalled {
     /// Journals one change, indexes what later batches read back of it,
     /// and stages what readers will see once it commits.
     fn journal(&mut self, change: Change) {
+        self.body.push_change(&change);
         let batch = self.in_flight;
         let mut index = lock(&self.index);
+        let staged = &mut self.staged;
         match change {
-            Change::Entry(entry) => {
-                self.body.push(Write::Entry, &sqlite::entry_values(&entry));
-                self.staged.entries.push(entry);
-            }
+            Change::Entry(entry) => staged.entries.push(entry),
             Change::Debit(debit) => {
-                self.body.push(Write::Debit, &sqlite::debit_values(&debit));
                 index.current(batch).debits.push(debit.id);
-                self.staged.debits.push(debit.clone());
-                index.debits.insert(debit.id, debit);
+                index.debits.insert(debit.id, debit.clone());
+                staged.debits.push(debit);
             }
             Change::Key(kept) => {
-                self.body.push(Write::Key, &sqlite::key_values(&kept));
                 index.current(batch).keys.push(kept.key.clone());
                 let value = (kept.fingerprint, kept.kept);
-                self.staged.keys.insert(kept.key.clone(), value.clone());
-                index.keys.insert(kept.key, value);
+                index.keys.insert(kept.key.clone(), value.clone());
+                staged.keys.insert(kept.key, value);
             }
-            Change::Event(event) => {
-                self.body.push(Write::Event, &sqlite::event_values(&event));
-                self.staged.events.push(event);
-            }
+            Change::Event(event) => staged.events.push(event),
             Change::WalletState(info, wallet, grants) => {
-                self.body.push(
-                    Write::WalletState,
-                    &sqlite::wallet_state_values(info.id, &wallet, 1),
-                );
                 for grant in grants {
-                    self.body
-                        .push(Write::GrantState, &sqlite::grant_state_values(&grant));
-                    self.staged.grant_states.insert(grant.id.0, grant);
+                    staged.grant_states.insert(grant.id.0, grant);
                 }
-                self.staged.wallets.insert(info.id, (info, wallet));
+                staged.wallets.insert(info.id, (info, wallet));
             }
             Change::GrantState(grant) => {
-                self.body
-                    .push(Write::GrantState, &sqlite::grant_state_values(&grant));
-                self.staged.grant_states.insert(grant.id.0, grant);
+                staged.grant_states.insert(grant.id.0, grant);
             }
             Change::HoldFinished {
                 id,
@@ -315,19 +300,10 @@ impl Journalled {
                 debit_id,
                 at,
             } => {
-                self.body.push(
-                    Write::FinishHold,
-                    &sqlite::finish_hold_values(id, status, debit_id, at),
-                );
-                self.staged.holds.insert(id, (status, debit_id, at));
+                staged.holds.insert(id, (status, debit_id, at));
             }
-            Change::Grant(record) => {
-                self.body.push(Write::Grant, &sqlite::grant_values(&record));
-                self.staged.grants.push(record);
-            }
+            Change::Grant(record) => staged.grants.push(record),
             Change::Assignment(assignment) => {
-                self.body
-                    .push(Write::Assignment, &sqlite::assignment_values(&assignment));
                 let pair = (assignment.promotional_credit_id, assignment.customer_id);
                 index.current(batch).assignments.push(pair);
                 index
@@ -335,23 +311,19 @@ impl Journalled {
                     .entry(pair)
                     .or_default()
                     .push((batch, assignment.clone()));
-                self.staged.assignments.push(assignment);
+                staged.assignments.push(assignment);
             }
             // A journalled batch changes only a campaign's `applied` mark,
             // from false to true; anything else that changes the row waits
             // for the merge, so it need not be indexed.
             Change::Promotion(promotion) => {
-                self.body
-                    .push(Write::Promotion, &sqlite::promotion_values(&promotion));
-                self.staged.promotions.insert(promotion.id, promotion);
+                staged.promotions.insert(promotion.id, promotion);
             }
             Change::BulkRun(run) => {
-                self.body
-                    .push(Write::BulkRun, &sqlite::bulk_run_values(&run));
                 let campaign = run.promotional_credit_id;
                 index.current(batch).runs.push(campaign);
                 index.runs.insert(campaign, (batch, run.clone()));
-                self.staged.runs.insert(campaign, run);
+                staged.runs.insert(campaign, run);
             }
         }
     }

@@ -4,48 +4,16 @@
 //! journalled). The embedded store's [`super::journaled::Journalled`] is
 //! the other.
 //!
-//! Owns: [`Change`], the closed list of what a ledger change writes (rows
-//! appended, states moved), and the order a direct batch writes them in.
+//! Owns: the order a direct batch writes its [`Change`]s in (the closed
+//! list of what a ledger change writes lives in `records`, where the
+//! journal encodes it too).
 //! May not: decide anything about a request, read the clock, or know
 //! which sink the writer has: the writer sees only this trait.
 
+pub use crate::records::Change;
 use crate::records::*;
 use crate::store::{Store, StoreError, StoreResult};
-use credstack_core::{Grant, Instant, Wallet};
-
-/// What a ledger change writes: rows appended and states moved. A batch
-/// whose requests write nothing else ([`super::Request::ledger_only`]) may
-/// be journalled; anything else (customers, keys, endpoints…) is written
-/// through [`Sink::store`] in a batch the sink runs directly.
-#[derive(Clone, Debug)]
-pub enum Change {
-    Entry(EntryRecord),
-    Debit(DebitRecord),
-    Key(KeptResponse),
-    Event(EventRecord),
-    /// A wallet's balances and next event after the batch (its `version`
-    /// moves by one), with its grants the batch changed: written together
-    /// when the batch ends.
-    WalletState(WalletInfo, Wallet, Vec<Grant>),
-    /// A grant's state now: one that finished, and so left its wallet's
-    /// live grants.
-    GrantState(Grant),
-    /// A hold that ended other than by capture (a capture writes its own).
-    HoldFinished {
-        id: u128,
-        status: HoldStatus,
-        debit_id: Option<u128>,
-        at: Instant,
-    },
-    /// A new grant's row.
-    Grant(GrantRecord),
-    /// A campaign assignment, new or revoked.
-    Assignment(Assignment),
-    /// A campaign's row.
-    Promotion(PromotionalCredit),
-    /// A call to all customers' progress.
-    BulkRun(BulkRun),
-}
+use credstack_core::{Grant, Wallet};
 
 /// A store failure inside a batch: the batch is rolled back, then run again
 /// if the failure was a conflict with another writer, or answered with

@@ -31,6 +31,7 @@
 //!   store lacks into the copy ([`snapshot`], `backup.rs`).
 
 use super::sqlite::{self, Write};
+use crate::records::Change;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -40,9 +41,14 @@ use std::time::Duration;
 
 /// The journal's format, kept as its `user_version`: a journal in a later
 /// format is not merged (the release that wrote it merges it at open).
-/// Format 2 added campaign grants' statements to format 1's; a format 1
-/// journal is read as it is and marked 2.
-const FORMAT: i64 = 2;
+/// Format 2 added campaign grants' statements to format 1's; format 3 keeps
+/// with each batch the store's schema version it was written against
+/// (`batches.schema`). An earlier journal is read as it is and marked 3.
+const FORMAT: i64 = 3;
+
+/// The schema version a batch of format 1 or 2 was written against: the
+/// last one a release writing those formats had.
+const SCHEMA_OF_FORMAT_2: i64 = 14;
 
 /// The most batches one merge transaction takes.
 const MERGE_BATCHES_MAX: i64 = 512;
@@ -56,17 +62,22 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     let cannot = |e: rusqlite::Error| format!("cannot open {}: {e}", path.display());
     let connection = Connection::open(path).map_err(cannot)?;
     sqlite::configure(&connection).map_err(cannot)?;
-    connection
-        .execute_batch(
-            "CREATE TABLE IF NOT EXISTS batches (batch INTEGER PRIMARY KEY, body BLOB NOT NULL)",
-        )
-        .map_err(cannot)?;
     let format: i64 = connection
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(cannot)?;
     match format {
-        0 | 1 => connection
-            .pragma_update(None, "user_version", FORMAT)
+        0 => connection
+            .execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS batches (batch INTEGER PRIMARY KEY,
+                    body BLOB NOT NULL, schema INTEGER);
+                 PRAGMA user_version = {FORMAT};"
+            ))
+            .map_err(cannot)?,
+        1 | 2 => connection
+            .execute_batch(&format!(
+                "ALTER TABLE batches ADD COLUMN schema INTEGER;
+                 PRAGMA user_version = {FORMAT};"
+            ))
             .map_err(cannot)?,
         FORMAT => {}
         other => {
@@ -143,7 +154,12 @@ impl From<Cell> for Value {
     }
 }
 
-/// One batch's statements, encoded one after another.
+/// One batch's records, encoded one after another. A record is a typed
+/// [`Change`], encoded as the statement `sqlite.rs` runs for it when it
+/// writes the change directly (`Write` and the row's values, from the same
+/// functions), so a merged batch writes exactly what a direct one would;
+/// the values' order is the schema's, and each batch keeps the schema
+/// version it was written against.
 #[derive(Default)]
 pub struct Body {
     bytes: Vec<u8>,
@@ -151,7 +167,46 @@ pub struct Body {
 }
 
 impl Body {
-    pub fn push(&mut self, write: Write, values: &[Value]) {
+    /// Appends a change's statements.
+    pub fn push_change(&mut self, change: &Change) {
+        match change {
+            Change::Entry(entry) => self.push(Write::Entry, &sqlite::entry_values(entry)),
+            Change::Debit(debit) => self.push(Write::Debit, &sqlite::debit_values(debit)),
+            Change::Key(kept) => self.push(Write::Key, &sqlite::key_values(kept)),
+            Change::Event(event) => self.push(Write::Event, &sqlite::event_values(event)),
+            Change::WalletState(info, wallet, grants) => {
+                self.push(
+                    Write::WalletState,
+                    &sqlite::wallet_state_values(info.id, wallet, 1),
+                );
+                for grant in grants {
+                    self.push(Write::GrantState, &sqlite::grant_state_values(grant));
+                }
+            }
+            Change::GrantState(grant) => {
+                self.push(Write::GrantState, &sqlite::grant_state_values(grant))
+            }
+            Change::HoldFinished {
+                id,
+                status,
+                debit_id,
+                at,
+            } => self.push(
+                Write::FinishHold,
+                &sqlite::finish_hold_values(*id, *status, *debit_id, *at),
+            ),
+            Change::Grant(record) => self.push(Write::Grant, &sqlite::grant_values(record)),
+            Change::Assignment(assignment) => {
+                self.push(Write::Assignment, &sqlite::assignment_values(assignment))
+            }
+            Change::Promotion(promotion) => {
+                self.push(Write::Promotion, &sqlite::promotion_values(promotion))
+            }
+            Change::BulkRun(run) => self.push(Write::BulkRun, &sqlite::bulk_run_values(run)),
+        }
+    }
+
+    fn push(&mut self, write: Write, values: &[Value]) {
         let cells: Vec<CellRef> = values
             .iter()
             .map(|value| match value {
@@ -164,6 +219,11 @@ impl Body {
             .collect();
         postcard::to_io(&(write, cells), &mut self.bytes).expect("writing to a Vec cannot fail");
         self.statements += 1;
+    }
+
+    /// The batch as it is written in the journal.
+    pub fn encoded(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// How many statements the batch holds.
@@ -229,8 +289,12 @@ impl Journal {
         let c = &self.connection;
         c.execute_batch("BEGIN IMMEDIATE")?;
         let written = (|| {
-            c.prepare_cached("INSERT INTO batches (batch, body) VALUES (?, ?)")?
-                .execute(rusqlite::params![batch as i64, body.bytes])?;
+            c.prepare_cached("INSERT INTO batches (batch, body, schema) VALUES (?, ?, ?)")?
+                .execute(rusqlite::params![
+                    batch as i64,
+                    body.bytes,
+                    sqlite::SCHEMA_VERSION as i64
+                ])?;
             if merged > self.deleted_through {
                 c.prepare_cached("DELETE FROM batches WHERE batch <= ?")?
                     .execute([merged as i64])?;
@@ -244,6 +308,17 @@ impl Journal {
         }
         written.map(|()| batch)
     }
+}
+
+/// Whether the journal holds any batch (merged or not).
+pub fn holds_batches(journal: &Connection) -> rusqlite::Result<bool> {
+    journal.query_row("SELECT EXISTS (SELECT 1 FROM batches)", [], |r| r.get(0))
+}
+
+/// The batch the store is merged through.
+pub fn merged_mark(main: &Connection) -> rusqlite::Result<u64> {
+    let mark: i64 = main.query_row("SELECT batch FROM journal_merged", [], |r| r.get(0))?;
+    Ok(mark as u64)
 }
 
 /// Merges every journalled batch past `journal_merged` into the store, in
@@ -270,18 +345,34 @@ fn merge_some(main: &Connection, journal: &Connection) -> rusqlite::Result<Merge
     main.execute_batch("BEGIN IMMEDIATE")?;
     let merged = (|| {
         let from: i64 = main.query_row("SELECT batch FROM journal_merged", [], |r| r.get(0))?;
-        let batches: Vec<(i64, Vec<u8>)> = journal
+        let store_schema: i64 = main.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let batches: Vec<(i64, Vec<u8>, Option<i64>)> = journal
             .prepare_cached(
-                "SELECT batch, body FROM batches WHERE batch > ? ORDER BY batch LIMIT ?",
+                "SELECT batch, body, schema FROM batches WHERE batch > ? ORDER BY batch LIMIT ?",
             )?
-            .query_map([from, MERGE_BATCHES_MAX], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([from, MERGE_BATCHES_MAX], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
-        let Some(&(through, _)) = batches.last() else {
+        let Some(&(through, _, _)) = batches.last() else {
             return Ok(Ok((from as u64, false)));
         };
         let more = batches.len() as i64 == MERGE_BATCHES_MAX;
+        // A batch's values are in its schema's order: merged only into a
+        // store at that schema (the release that wrote it merges it).
+        if let Some((batch, _, schema)) = batches
+            .iter()
+            .find(|(_, _, schema)| schema.unwrap_or(SCHEMA_OF_FORMAT_2) != store_schema)
+        {
+            return Ok(Err(format!(
+                "journal batch {batch} was written against schema version {}, and the store \
+                 is at {store_schema}: open the store once with the release that wrote it, \
+                 which merges it",
+                schema.unwrap_or(SCHEMA_OF_FORMAT_2)
+            )));
+        }
         let mut writes = Vec::new();
-        for (_, body) in &batches {
+        for (_, body, _) in &batches {
             match decode(body) {
                 Ok(decoded) => writes.extend(decoded),
                 Err(error) => return Ok(Err(error)),

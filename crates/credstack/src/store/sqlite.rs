@@ -38,10 +38,20 @@ const MIGRATIONS: &[&str] = &[
 const ENTRY_HASHES_VERSION: usize = 10;
 
 /// Opens (creating if needed) the database and migrates it.
+/// The schema version this release migrates a store to (its `user_version`).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = open_unmigrated(path)?;
+    migrate(&connection)?;
+    Ok(connection)
+}
+
+/// [`open`] without migrating: what the journal left at the store's schema
+/// is merged first (`ledger::open_journal`).
+pub fn open_unmigrated(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     configure(&connection)?;
-    migrate(&connection)?;
     Ok(connection)
 }
 
@@ -67,7 +77,7 @@ pub fn configure(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+pub fn migrate(connection: &Connection) -> rusqlite::Result<()> {
     // A store that is up to date needs no lock: opening it beside a server
     // (`backup`, `verify`) never waits for the merger's transaction.
     let version: usize = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
