@@ -12,11 +12,14 @@
 //! The trait and both implementations come from one list of signatures
 //! (`store_api!` below), each implementation delegating to the backend
 //! module's function of the same name, so a method cannot be missing or
-//! differ in shape on one backend.
+//! differ in shape on one backend. What both backends read alike (each
+//! record's column list and its decoding from a row) is written once, in
+//! `rows`.
 
 pub mod codec;
 pub mod journal;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod tail;
 

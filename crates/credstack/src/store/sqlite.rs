@@ -1,17 +1,23 @@
 //! The embedded store: one SQLite database file in WAL mode. This module
-//! knows rows and SQL, nothing about HTTP; it maps rows to records and
-//! records to rows, and every function runs inside whatever transaction the
-//! caller holds. Durability: `synchronous = FULL`, so a committed write
-//! survives a crash or power loss.
+//! knows rows and SQL, nothing about HTTP; it maps records to rows, and rows
+//! to records through `rows.rs`, and every function runs inside whatever
+//! transaction the caller holds. Durability: `synchronous = FULL`, so a
+//! committed write survives a crash or power loss.
+//!
+//! Why this file is past ~800 lines: it is one function per `Store` method
+//! (about ninety), each beside its SQL, in sections by table in the same
+//! order as `postgres.rs`, so a method reads side by side with its twin. What
+//! the two backends read alike, each record's columns and its decoding, is
+//! written once in `rows.rs`; what is left here differs by backend (SQL
+//! dialect, placeholders, one statement per row). The next cut is by table
+//! (`sqlite/{wallets,grants,…}.rs`), once the journal's statements below
+//! (`Write`, `execute_write`, `*_values`) have been replaced.
 
 use super::codec;
+use super::rows::{self, Record, Row as _, columns, select};
 use crate::ids;
 use crate::records::*;
-use chrono::{DateTime, Utc};
-use credstack_core::{
-    Allocation, Amount, EntryKind, Grant, GrantId, GrantStatus, GrantTerms, Hold, HoldId, Instant,
-    Interval, Period, Purpose, Reservation, Scale, Wallet,
-};
+use credstack_core::{Amount, Grant, GrantId, Hold, HoldId, Instant, Purpose, Reservation, Wallet};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -115,12 +121,15 @@ fn backfill_entry_hashes(c: &Connection) -> rusqlite::Result<()> {
     let (mut wallet, mut previous) = (None, CHAIN_START);
     loop {
         let page: Vec<EntryRecord> = c
-            .prepare(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries e
+            .prepare(select!(
+                entry_without_hash,
+                " FROM entries e
                  WHERE (e.wallet_id, e.sequence) > (?, ?)
                  ORDER BY e.wallet_id, e.sequence LIMIT 10000"
             ))?
-            .query_map(params![after.0, after.1], row_without_hash)?
+            .query_map(params![after.0, after.1], |row| {
+                rows::entry_without_hash(row)
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let Some(last) = page.last() else {
             return Ok(());
@@ -193,7 +202,7 @@ pub fn hold_wallet_ids(c: &Connection, hold_ids: &[u128]) -> rusqlite::Result<Ve
     let mut wallets = Vec::with_capacity(hold_ids.len());
     for &id in hold_ids {
         if let Some(wallet) = statement
-            .query_row([ids::to_bytes(id)], |row| id_col(row, 0))
+            .query_row([ids::to_bytes(id)], |row| row.value(0))
             .optional()?
         {
             wallets.push(wallet);
@@ -208,7 +217,7 @@ pub fn grant_wallet_ids(c: &Connection, grant_ids: &[u128]) -> rusqlite::Result<
     let mut wallets = Vec::with_capacity(grant_ids.len());
     for &id in grant_ids {
         if let Some(wallet) = statement
-            .query_row([ids::to_bytes(id)], |row| id_col(row, 0))
+            .query_row([ids::to_bytes(id)], |row| row.value(0))
             .optional()?
         {
             wallets.push(wallet);
@@ -223,44 +232,12 @@ pub fn micros(at: Instant) -> i64 {
     at.timestamp_micros()
 }
 
-pub fn instant(micros: i64) -> Instant {
-    DateTime::<Utc>::from_timestamp_micros(micros).expect("stored instants are in range")
-}
-
-fn opt_instant(micros: Option<i64>) -> Option<Instant> {
-    micros.map(instant)
-}
-
-fn id_col(row: &Row, index: usize) -> rusqlite::Result<u128> {
-    let bytes: Vec<u8> = row.get(index)?;
-    Ok(ids::from_bytes(&bytes))
-}
-
-fn opt_id_col(row: &Row, index: usize) -> rusqlite::Result<Option<u128>> {
-    let bytes: Option<Vec<u8>> = row.get(index)?;
-    Ok(bytes.map(|b| ids::from_bytes(&b)))
-}
-
 fn opt_id_bytes(id: Option<u128>) -> Option<[u8; 16]> {
     id.map(ids::to_bytes)
 }
 
-fn scale_col(row: &Row, index: usize) -> rusqlite::Result<Scale> {
-    let places: u8 = row.get(index)?;
-    Ok(Scale::new(places).expect("stored scales are valid"))
-}
-
-fn amount_col(row: &Row, index: usize) -> rusqlite::Result<Amount> {
-    Ok(Amount::from_atomic(row.get(index)?))
-}
-
 fn metadata_json(metadata: &Metadata) -> String {
     codec::metadata_to_text(metadata)
-}
-
-fn metadata_col(row: &Row, index: usize) -> rusqlite::Result<Metadata> {
-    let text: String = row.get(index)?;
-    Ok(codec::metadata_from_text(&text))
 }
 
 fn parts_json(parts: impl Iterator<Item = (Option<GrantId>, Amount)>) -> String {
@@ -271,46 +248,23 @@ fn reservations_json(reservations: &[Reservation]) -> String {
     codec::reservations_to_text(reservations)
 }
 
-fn reservations_col(row: &Row, index: usize) -> rusqlite::Result<Vec<Reservation>> {
-    let text: String = row.get(index)?;
-    Ok(codec::reservations_from_text(&text))
-}
-
-fn parts_col(row: &Row, index: usize) -> rusqlite::Result<Vec<(Option<GrantId>, Amount)>> {
-    let text: String = row.get(index)?;
-    Ok(codec::parts_from_text(&text))
+/// A row read as the record of its columns ([`Record`]).
+fn record<T: Record>(row: &Row) -> rusqlite::Result<T> {
+    T::read(row)
 }
 
 // ---- credit systems -----------------------------------------------------------
 
-const CREDIT_SYSTEM_COLUMNS: &str = "id, key, name, unit, scale, active, created_at";
-
-fn credit_system_row(row: &Row) -> rusqlite::Result<CreditSystem> {
-    Ok(CreditSystem {
-        id: id_col(row, 0)?,
-        key: row.get(1)?,
-        name: row.get(2)?,
-        unit: row.get(3)?,
-        scale: scale_col(row, 4)?,
-        active: row.get(5)?,
-        created_at: instant(row.get(6)?),
-    })
-}
-
 pub fn credit_system(c: &Connection, id: u128) -> rusqlite::Result<Option<CreditSystem>> {
-    c.prepare_cached(&format!(
-        "SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], credit_system_row)
-    .optional()
+    c.prepare_cached(select!(credit_system, " FROM credit_systems WHERE id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 pub fn credit_system_by_key(c: &Connection, key: &str) -> rusqlite::Result<Option<CreditSystem>> {
-    c.prepare_cached(&format!(
-        "SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE key = ?"
-    ))?
-    .query_row([key], credit_system_row)
-    .optional()
+    c.prepare_cached(select!(credit_system, " FROM credit_systems WHERE key = ?"))?
+        .query_row([key], record)
+        .optional()
 }
 
 pub fn list_credit_systems(
@@ -318,10 +272,11 @@ pub fn list_credit_systems(
     limit: usize,
     starting_after: Option<u128>,
 ) -> rusqlite::Result<Page<CreditSystem>> {
-    let sql = format!(
-        "SELECT {CREDIT_SYSTEM_COLUMNS} FROM credit_systems WHERE id < ? ORDER BY id DESC LIMIT ?"
+    let sql = select!(
+        credit_system,
+        " FROM credit_systems WHERE id < ? ORDER BY id DESC LIMIT ?"
     );
-    page(c, &sql, &[], limit, starting_after, credit_system_row)
+    page(c, sql, &[], limit, starting_after)
 }
 
 pub fn upsert_credit_system(c: &Connection, cs: &CreditSystem) -> rusqlite::Result<()> {
@@ -344,36 +299,19 @@ pub fn upsert_credit_system(c: &Connection, cs: &CreditSystem) -> rusqlite::Resu
 
 // ---- customers ----------------------------------------------------------------
 
-const CUSTOMER_COLUMNS: &str = "id, name, email, external_id, metadata, created_at";
-
-fn customer_row(row: &Row) -> rusqlite::Result<Customer> {
-    Ok(Customer {
-        id: id_col(row, 0)?,
-        name: row.get(1)?,
-        email: row.get(2)?,
-        external_id: row.get(3)?,
-        metadata: metadata_col(row, 4)?,
-        created_at: instant(row.get(5)?),
-    })
-}
-
 pub fn customer(c: &Connection, id: u128) -> rusqlite::Result<Option<Customer>> {
-    c.prepare_cached(&format!(
-        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], customer_row)
-    .optional()
+    c.prepare_cached(select!(customer, " FROM customers WHERE id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 pub fn customer_by_external_id(
     c: &Connection,
     external_id: &str,
 ) -> rusqlite::Result<Option<Customer>> {
-    c.prepare_cached(&format!(
-        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE external_id = ?"
-    ))?
-    .query_row([external_id], customer_row)
-    .optional()
+    c.prepare_cached(select!(customer, " FROM customers WHERE external_id = ?"))?
+        .query_row([external_id], record)
+        .optional()
 }
 
 /// Customers newest first; `query` matches name, email or external id,
@@ -386,20 +324,22 @@ pub fn list_customers(
 ) -> rusqlite::Result<Page<Customer>> {
     match query {
         None => {
-            let sql = format!(
-                "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id < ? ORDER BY id DESC LIMIT ?"
+            let sql = select!(
+                customer,
+                " FROM customers WHERE id < ? ORDER BY id DESC LIMIT ?"
             );
-            page(c, &sql, &[], limit, starting_after, customer_row)
+            page(c, sql, &[], limit, starting_after)
         }
         Some(query) => {
             let pattern = format!("%{}%", codec::like_escape(&query.to_lowercase()));
-            let sql = format!(
-                "SELECT {CUSTOMER_COLUMNS} FROM customers
+            let sql = select!(
+                customer,
+                " FROM customers
                  WHERE (lower(name) LIKE ?1 ESCAPE '\\' OR lower(coalesce(email, '')) LIKE ?1 ESCAPE '\\'
                         OR lower(coalesce(external_id, '')) LIKE ?1 ESCAPE '\\')
                    AND id < ?2 ORDER BY id DESC LIMIT ?3"
             );
-            page(c, &sql, &[&pattern], limit, starting_after, customer_row)
+            page(c, sql, &[&pattern], limit, starting_after)
         }
     }
 }
@@ -424,26 +364,10 @@ pub fn upsert_customer(c: &Connection, customer: &Customer) -> rusqlite::Result<
 
 // ---- wallets ------------------------------------------------------------------
 
-const WALLET_INFO_COLUMNS: &str =
-    "id, customer_id, credit_system_id, scale, created_at, low_balance_threshold";
-
-fn wallet_info_row(row: &Row) -> rusqlite::Result<WalletInfo> {
-    Ok(WalletInfo {
-        id: id_col(row, 0)?,
-        customer_id: id_col(row, 1)?,
-        credit_system_id: id_col(row, 2)?,
-        scale: scale_col(row, 3)?,
-        created_at: instant(row.get(4)?),
-        low_balance_threshold: row.get::<_, Option<i64>>(5)?.map(Amount::from_atomic),
-    })
-}
-
 pub fn wallet_info(c: &Connection, id: u128) -> rusqlite::Result<Option<WalletInfo>> {
-    c.prepare_cached(&format!(
-        "SELECT {WALLET_INFO_COLUMNS} FROM wallets WHERE id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], wallet_info_row)
-    .optional()
+    c.prepare_cached(select!(wallet_info, " FROM wallets WHERE id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 pub fn wallet_by_owner(
@@ -451,12 +375,13 @@ pub fn wallet_by_owner(
     customer_id: u128,
     credit_system_id: u128,
 ) -> rusqlite::Result<Option<WalletInfo>> {
-    c.prepare_cached(&format!(
-        "SELECT {WALLET_INFO_COLUMNS} FROM wallets WHERE customer_id = ? AND credit_system_id = ?"
+    c.prepare_cached(select!(
+        wallet_info,
+        " FROM wallets WHERE customer_id = ? AND credit_system_id = ?"
     ))?
     .query_row(
         [ids::to_bytes(customer_id), ids::to_bytes(credit_system_id)],
-        wallet_info_row,
+        record,
     )
     .optional()
 }
@@ -470,57 +395,39 @@ pub fn list_wallets(
 ) -> rusqlite::Result<Page<WalletInfo>> {
     let customer = customer_id.map(ids::to_bytes);
     let credit_system = credit_system_id.map(ids::to_bytes);
-    let sql = format!(
-        "SELECT {WALLET_INFO_COLUMNS} FROM wallets
+    let sql = select!(
+        wallet_info,
+        " FROM wallets
          WHERE (?1 IS NULL OR customer_id = ?1) AND (?2 IS NULL OR credit_system_id = ?2)
            AND id < ?3 ORDER BY id DESC LIMIT ?4"
     );
-    page(
-        c,
-        &sql,
-        &[&customer, &credit_system],
-        limit,
-        starting_after,
-        wallet_info_row,
-    )
+    page(c, sql, &[&customer, &credit_system], limit, starting_after)
 }
 
 /// The live state of a wallet: settings, balances, live grants, active holds.
 pub fn load_wallet(c: &Connection, id: u128) -> rusqlite::Result<Option<(WalletInfo, Wallet)>> {
     let key = ids::to_bytes(id);
-    let head = c
-        .prepare_cached(&format!(
-            "SELECT {WALLET_INFO_COLUMNS}, overdraft_limit, debt, balance, last_sequence
-             FROM wallets WHERE id = ?"
-        ))?
-        .query_row([key], |row| {
-            let info = wallet_info_row(row)?;
-            let wallet = Wallet {
-                overdraft_limit: amount_col(row, 6)?,
-                debt: amount_col(row, 7)?,
-                balance: amount_col(row, 8)?,
-                last_sequence: row.get(9)?,
-                grants: Vec::new(),
-                holds: Vec::new(),
-            };
-            Ok((info, wallet))
-        })
+    let head: Option<(WalletInfo, Wallet)> = c
+        .prepare_cached(select!(wallet, " FROM wallets WHERE id = ?"))?
+        .query_row([key], record)
         .optional()?;
     let Some((info, mut wallet)) = head else {
         return Ok(None);
     };
     wallet.grants = c
-        .prepare_cached(&format!(
-            "SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = ? AND g.live = 1"
+        .prepare_cached(select!(
+            grant,
+            " FROM grants g WHERE g.wallet_id = ? AND g.live = 1"
         ))?
-        .query_map([key], |row| Ok(grant_row(row)?.grant))?
+        .query_map([key], |row| Ok(GrantRecord::read(row)?.grant))?
         .collect::<rusqlite::Result<_>>()?;
     wallet.holds = c
-        .prepare_cached(&format!(
-            "SELECT {HOLD_COLUMNS} FROM holds h WHERE h.wallet_id = ? AND h.status = 'active'"
+        .prepare_cached(select!(
+            hold,
+            " FROM holds h WHERE h.wallet_id = ? AND h.status = 'active'"
         ))?
         .query_map([key], |row| {
-            let record = hold_row(row)?;
+            let record = HoldRecord::read(row)?;
             Ok(Hold {
                 id: HoldId(record.id),
                 amount: record.amount,
@@ -551,24 +458,19 @@ pub fn load_wallets(
 
 /// The wallet's last entry's hash and instant ([`ChainHead::START`] before its first).
 fn chain_head(c: &Connection, wallet_id: u128) -> rusqlite::Result<ChainHead> {
-    let last: Option<(Vec<u8>, i64)> = c
+    let last = c
         .prepare_cached(
             "SELECT hash, occurred_at FROM entries WHERE wallet_id = ?
              ORDER BY sequence DESC LIMIT 1",
         )?
         .query_row([ids::to_bytes(wallet_id)], |row| {
-            Ok((row.get(0)?, row.get(1)?))
+            Ok((row.value(0)?, row.value(1)?))
         })
         .optional()?;
-    match last {
-        None => Ok(ChainHead::START),
-        Some((bytes, at)) => Ok(ChainHead {
-            hash: bytes
-                .try_into()
-                .map_err(|_| unreadable(0, "stored entry hash is not 32 bytes"))?,
-            at: Some(instant(at)),
-        }),
-    }
+    Ok(match last {
+        None => ChainHead::START,
+        Some((hash, at)) => ChainHead { hash, at: Some(at) },
+    })
 }
 
 pub fn insert_wallet(c: &Connection, info: &WalletInfo, wallet: &Wallet) -> rusqlite::Result<()> {
@@ -834,73 +736,25 @@ pub fn due_wallets(c: &Connection, now: Instant, limit: usize) -> rusqlite::Resu
         "SELECT id FROM wallets WHERE next_event_at IS NOT NULL AND next_event_at <= ?
          ORDER BY next_event_at LIMIT ?",
     )?
-    .query_map(params![micros(now), limit as i64], |row| id_col(row, 0))?
+    .query_map(params![micros(now), limit as i64], |row| row.value(0))?
     .collect()
 }
 
 /// When the wallet next has an event due, as last committed.
 pub fn wallet_next_event_at(c: &Connection, id: u128) -> rusqlite::Result<Option<Instant>> {
-    let value: Option<Option<i64>> = c
+    let value: Option<Option<Instant>> = c
         .prepare_cached("SELECT next_event_at FROM wallets WHERE id = ?")?
-        .query_row([ids::to_bytes(id)], |row| row.get(0))
+        .query_row([ids::to_bytes(id)], |row| row.value(0))
         .optional()?;
-    Ok(value.flatten().map(instant))
+    Ok(value.flatten())
 }
 
 // ---- grants -------------------------------------------------------------------
 
-const GRANT_COLUMNS: &str = "g.id, g.wallet_id, g.amount, g.purpose, g.priority, g.effective_at,
-    g.expires_at, g.recurrence_interval, g.recurrence_count, g.rollover_max, g.remaining, g.held,
-    g.cycle, g.status, g.ended_at, g.description, g.metadata, g.source, g.created_at,
-    (SELECT scale FROM wallets w WHERE w.id = g.wallet_id)";
-
-fn grant_row(row: &Row) -> rusqlite::Result<GrantRecord> {
-    let interval: Option<String> = row.get(7)?;
-    let count: Option<u32> = row.get(8)?;
-    let recurrence = match (interval, count) {
-        (Some(interval), Some(count)) => Some(
-            Period::new(Interval::parse(&interval).expect("stored interval"), count)
-                .expect("stored period"),
-        ),
-        _ => None,
-    };
-    let purpose: String = row.get(3)?;
-    let status: String = row.get(13)?;
-    let source: String = row.get(17)?;
-    let grant = Grant {
-        id: GrantId(id_col(row, 0)?),
-        terms: GrantTerms {
-            amount: amount_col(row, 2)?,
-            purpose: Purpose::parse(&purpose).expect("stored purpose"),
-            priority: row.get(4)?,
-            effective_at: instant(row.get(5)?),
-            expires_at: opt_instant(row.get(6)?),
-            recurrence,
-            rollover_max: amount_col(row, 9)?,
-        },
-        remaining: amount_col(row, 10)?,
-        held: amount_col(row, 11)?,
-        cycle: row.get(12)?,
-        status: GrantStatus::parse(&status).expect("stored status"),
-        ended_at: opt_instant(row.get(14)?),
-    };
-    Ok(GrantRecord {
-        grant,
-        wallet_id: id_col(row, 1)?,
-        description: row.get(15)?,
-        metadata: metadata_col(row, 16)?,
-        source: Source::from_stored(&source).expect("stored source"),
-        created_at: instant(row.get(18)?),
-        scale: scale_col(row, 19)?,
-    })
-}
-
 pub fn grant(c: &Connection, id: u128) -> rusqlite::Result<Option<GrantRecord>> {
-    c.prepare_cached(&format!(
-        "SELECT {GRANT_COLUMNS} FROM grants g WHERE g.id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], grant_row)
-    .optional()
+    c.prepare_cached(select!(grant, " FROM grants g WHERE g.id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 /// Grants of a wallet newest first, optionally only those whose stored
@@ -914,22 +768,16 @@ pub fn list_grants(
 ) -> rusqlite::Result<Page<GrantRecord>> {
     let wallet = ids::to_bytes(wallet_id);
     let status = status.map(str::to_string);
-    let sql = format!(
-        "SELECT {GRANT_COLUMNS} FROM grants g WHERE g.wallet_id = ?1
+    let sql = select!(
+        grant,
+        " FROM grants g WHERE g.wallet_id = ?1
            AND (?2 IS NULL
                 OR (?2 = 'depleted' AND g.status = 'active' AND g.remaining = 0)
                 OR (?2 = 'active' AND g.status = 'active' AND g.remaining > 0)
                 OR (?2 NOT IN ('active', 'depleted') AND g.status = ?2))
            AND g.id < ?3 ORDER BY g.id DESC LIMIT ?4"
     );
-    page(
-        c,
-        &sql,
-        &[&wallet, &status],
-        limit,
-        starting_after,
-        grant_row,
-    )
+    page(c, sql, &[&wallet, &status], limit, starting_after)
 }
 
 pub fn insert_grant(c: &Connection, record: &GrantRecord) -> rusqlite::Result<()> {
@@ -973,31 +821,10 @@ pub fn update_grant_state(c: &Connection, grant: &Grant) -> rusqlite::Result<()>
 
 // ---- holds --------------------------------------------------------------------
 
-const HOLD_COLUMNS: &str = "h.id, h.wallet_id, h.amount, h.reservations, h.status, h.expires_at,
-    h.debit_id, h.ended_at, h.created_at, (SELECT scale FROM wallets w WHERE w.id = h.wallet_id)";
-
-fn hold_row(row: &Row) -> rusqlite::Result<HoldRecord> {
-    let status: String = row.get(4)?;
-    Ok(HoldRecord {
-        id: id_col(row, 0)?,
-        wallet_id: id_col(row, 1)?,
-        amount: amount_col(row, 2)?,
-        reservations: reservations_col(row, 3)?,
-        status: HoldStatus::parse(&status).expect("stored hold status"),
-        expires_at: instant(row.get(5)?),
-        debit_id: opt_id_col(row, 6)?,
-        ended_at: opt_instant(row.get(7)?),
-        created_at: instant(row.get(8)?),
-        scale: scale_col(row, 9)?,
-    })
-}
-
 pub fn hold(c: &Connection, id: u128) -> rusqlite::Result<Option<HoldRecord>> {
-    c.prepare_cached(&format!(
-        "SELECT {HOLD_COLUMNS} FROM holds h WHERE h.id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], hold_row)
-    .optional()
+    c.prepare_cached(select!(hold, " FROM holds h WHERE h.id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 pub fn insert_hold(c: &Connection, hold: &HoldRecord) -> rusqlite::Result<()> {
@@ -1033,34 +860,10 @@ pub fn finish_hold(
 
 // ---- debits -------------------------------------------------------------------
 
-const DEBIT_COLUMNS: &str = "d.id, d.wallet_id, d.amount, d.allocations, d.balance_after,
-    d.description, d.metadata, d.hold_id, d.created_at,
-    (SELECT scale FROM wallets w WHERE w.id = d.wallet_id)";
-
-fn debit_row(row: &Row) -> rusqlite::Result<DebitRecord> {
-    Ok(DebitRecord {
-        id: id_col(row, 0)?,
-        wallet_id: id_col(row, 1)?,
-        amount: amount_col(row, 2)?,
-        allocations: parts_col(row, 3)?
-            .into_iter()
-            .map(|(grant, amount)| Allocation { grant, amount })
-            .collect(),
-        balance_after: amount_col(row, 4)?,
-        description: row.get(5)?,
-        metadata: metadata_col(row, 6)?,
-        hold_id: opt_id_col(row, 7)?,
-        created_at: instant(row.get(8)?),
-        scale: scale_col(row, 9)?,
-    })
-}
-
 pub fn debit(c: &Connection, id: u128) -> rusqlite::Result<Option<DebitRecord>> {
-    c.prepare_cached(&format!(
-        "SELECT {DEBIT_COLUMNS} FROM debits d WHERE d.id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], debit_row)
-    .optional()
+    c.prepare_cached(select!(debit, " FROM debits d WHERE d.id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 pub fn list_debits(
@@ -1070,11 +873,12 @@ pub fn list_debits(
     starting_after: Option<u128>,
 ) -> rusqlite::Result<Page<DebitRecord>> {
     let wallet = ids::to_bytes(wallet_id);
-    let sql = format!(
-        "SELECT {DEBIT_COLUMNS} FROM debits d WHERE d.wallet_id = ?1 AND d.id < ?2
+    let sql = select!(
+        debit,
+        " FROM debits d WHERE d.wallet_id = ?1 AND d.id < ?2
          ORDER BY d.id DESC LIMIT ?3"
     );
-    page(c, &sql, &[&wallet], limit, starting_after, debit_row)
+    page(c, sql, &[&wallet], limit, starting_after)
 }
 
 fn insert_debit(c: &Connection, debit: &DebitRecord) -> rusqlite::Result<()> {
@@ -1082,44 +886,6 @@ fn insert_debit(c: &Connection, debit: &DebitRecord) -> rusqlite::Result<()> {
 }
 
 // ---- entries ------------------------------------------------------------------
-
-const ENTRY_COLUMNS: &str = "e.id, e.wallet_id, e.sequence, e.type, e.amount, e.balance_after,
-    e.occurred_at, e.grant_id, e.reference, (SELECT scale FROM wallets w WHERE w.id = e.wallet_id),
-    e.hash";
-
-fn entry_row(row: &Row) -> rusqlite::Result<EntryRecord> {
-    let hash: Vec<u8> = row.get(10)?;
-    Ok(EntryRecord {
-        hash: hash
-            .try_into()
-            .map_err(|_| unreadable(10, "stored entry hash is not 32 bytes"))?,
-        ..row_without_hash(row)?
-    })
-}
-
-/// An entry's fields but its hash (left as [`CHAIN_START`]).
-fn row_without_hash(row: &Row) -> rusqlite::Result<EntryRecord> {
-    let kind: String = row.get(3)?;
-    Ok(EntryRecord {
-        id: id_col(row, 0)?,
-        wallet_id: id_col(row, 1)?,
-        sequence: row.get(2)?,
-        kind: EntryKind::parse(&kind).ok_or_else(|| unreadable(3, "unknown stored entry type"))?,
-        amount: amount_col(row, 4)?,
-        balance_after: amount_col(row, 5)?,
-        occurred_at: instant(row.get(6)?),
-        grant_id: opt_id_col(row, 7)?,
-        reference: row.get(8)?,
-        scale: scale_col(row, 9)?,
-        hash: CHAIN_START,
-    })
-}
-
-/// A read error for a stored value the ledger could not have written, so
-/// `credstack verify` reports a damaged row instead of panicking on it.
-fn unreadable(column: usize, what: &'static str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, what.into())
-}
 
 fn insert_entry(c: &Connection, entry: &EntryRecord) -> rusqlite::Result<()> {
     execute_write(c, Write::Entry, &entry_values(entry))
@@ -1142,18 +908,24 @@ pub fn list_entries(
             .query_row(params![ids::to_bytes(id), wallet], |row| row.get(0))
             .optional()?,
     };
-    let (comparison, order, start) = if ascending {
-        (">", "ASC", cursor.unwrap_or(0) as i64)
+    let (sql, start) = if ascending {
+        let sql = select!(
+            entry,
+            " FROM entries e WHERE e.wallet_id = ? AND e.sequence > ?
+             ORDER BY e.sequence ASC LIMIT ?"
+        );
+        (sql, cursor.unwrap_or(0) as i64)
     } else {
-        ("<", "DESC", cursor.map_or(i64::MAX, |s| s as i64))
+        let sql = select!(
+            entry,
+            " FROM entries e WHERE e.wallet_id = ? AND e.sequence < ?
+             ORDER BY e.sequence DESC LIMIT ?"
+        );
+        (sql, cursor.map_or(i64::MAX, |s| s as i64))
     };
-    let sql = format!(
-        "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.wallet_id = ? AND e.sequence {comparison} ?
-         ORDER BY e.sequence {order} LIMIT ?"
-    );
     let mut items: Vec<EntryRecord> = c
-        .prepare_cached(&sql)?
-        .query_map(params![wallet, start, limit as i64 + 1], entry_row)?
+        .prepare_cached(sql)?
+        .query_map(params![wallet, start, limit as i64 + 1], record)?
         .collect::<rusqlite::Result<_>>()?;
     let has_more = items.len() > limit;
     items.truncate(limit);
@@ -1170,10 +942,15 @@ pub fn last_sequence_at(c: &Connection, wallet_id: u128, at: Instant) -> rusqlit
         c.prepare_cached("SELECT occurred_at FROM entries WHERE wallet_id = ? AND sequence = ?")?;
     super::last_sequence_at(last.unwrap_or(0), at, |sequence| {
         probe
-            .query_row(params![wallet, sequence as i64], |row| row.get::<_, i64>(0))
+            .query_row(params![wallet, sequence as i64], |row| row.value(0))
             .optional()?
-            .map(instant)
-            .ok_or_else(|| unreadable(0, "a wallet's entry sequences have a gap"))
+            .ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Blob,
+                    "a wallet's entry sequences have a gap".into(),
+                )
+            })
     })
 }
 
@@ -1200,31 +977,17 @@ pub fn grant_remainders_through(
          GROUP BY grant_id ORDER BY grant_id",
     )?
     .query_map(params![ids::to_bytes(wallet_id), sequence as i64], |row| {
-        Ok((id_col(row, 0)?, amount_col(row, 1)?))
+        Ok((row.value(0)?, row.value(1)?))
     })?
     .collect()
 }
 
 // ---- api keys -----------------------------------------------------------------
 
-fn api_key_row(row: &Row) -> rusqlite::Result<ApiKey> {
-    let scope: String = row.get(2)?;
-    let hash: Vec<u8> = row.get(3)?;
-    Ok(ApiKey {
-        id: id_col(row, 0)?,
-        name: row.get(1)?,
-        scope: Scope::parse(&scope).expect("stored scope"),
-        secret_hash: hash.try_into().expect("stored hashes are 32 bytes"),
-        created_at: instant(row.get(4)?),
-    })
-}
-
 pub fn api_keys(c: &Connection) -> rusqlite::Result<Vec<ApiKey>> {
-    c.prepare_cached(
-        "SELECT id, name, scope, secret_hash, created_at FROM api_keys ORDER BY id DESC",
-    )?
-    .query_map([], api_key_row)?
-    .collect()
+    c.prepare_cached(select!(api_key, " FROM api_keys ORDER BY id DESC"))?
+        .query_map([], record)?
+        .collect()
 }
 
 pub fn list_api_keys(
@@ -1232,9 +995,11 @@ pub fn list_api_keys(
     limit: usize,
     starting_after: Option<u128>,
 ) -> rusqlite::Result<Page<ApiKey>> {
-    let sql = "SELECT id, name, scope, secret_hash, created_at FROM api_keys
-               WHERE id < ? ORDER BY id DESC LIMIT ?";
-    page(c, sql, &[], limit, starting_after, api_key_row)
+    let sql = select!(
+        api_key,
+        " FROM api_keys WHERE id < ? ORDER BY id DESC LIMIT ?"
+    );
+    page(c, sql, &[], limit, starting_after)
 }
 
 pub fn insert_api_key(c: &Connection, key: &ApiKey) -> rusqlite::Result<()> {
@@ -1275,38 +1040,16 @@ fn kept_columns(kept: &Kept) -> (u16, &str, Option<[u8; 16]>) {
     }
 }
 
-fn kept_row(key: &str, row: &Row) -> rusqlite::Result<KeptResponse> {
-    let fingerprint: Vec<u8> = row.get(0)?;
-    let debit_id: Option<u128> = opt_id_col(row, 3)?;
-    Ok(KeptResponse {
-        key: key.to_string(),
-        fingerprint: fingerprint.try_into().expect("fingerprints are 32 bytes"),
-        kept: match debit_id {
-            Some(id) => Kept::Debit(id),
-            None => Kept::Response(StoredResponse {
-                status: row.get(1)?,
-                body: row.get(2)?,
-            }),
-        },
-        at: instant(row.get(4)?),
-    })
-}
-
 fn insert_idempotency(c: &Connection, kept: &KeptResponse) -> rusqlite::Result<()> {
     execute_write(c, Write::Key, &key_values(kept))
 }
 
 /// The kept responses of those of these keys that have one.
 pub fn idempotency_many(c: &Connection, keys: &[&str]) -> rusqlite::Result<Vec<KeptResponse>> {
-    let mut statement = c.prepare_cached(
-        "SELECT fingerprint, status, body, debit_id, created_at FROM idempotency_keys
-         WHERE key = ?",
-    )?;
+    let mut statement = c.prepare_cached(select!(kept, " FROM idempotency_keys WHERE key = ?"))?;
     let mut found = Vec::new();
     for key in keys {
-        let kept = statement
-            .query_row([key], |row| kept_row(key, row))
-            .optional()?;
+        let kept = statement.query_row([key], record).optional()?;
         found.extend(kept);
     }
     Ok(found)
@@ -1339,13 +1082,12 @@ pub fn purge_idempotency(c: &Connection, before: Instant) -> rusqlite::Result<us
 
 /// Runs a list query whose last two placeholders are the id cursor and the
 /// limit, fetching one extra row to learn whether more follow.
-fn page<T>(
+fn page<T: Record>(
     c: &Connection,
     sql: &str,
     leading: &[&dyn rusqlite::ToSql],
     limit: usize,
     starting_after: Option<u128>,
-    map: fn(&Row) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<Page<T>> {
     let cursor = ids::to_bytes(starting_after.unwrap_or(u128::MAX));
     let fetch = limit as i64 + 1;
@@ -1354,7 +1096,7 @@ fn page<T>(
     all.push(&fetch);
     let mut items: Vec<T> = c
         .prepare_cached(sql)?
-        .query_map(all.as_slice(), map)?
+        .query_map(all.as_slice(), record)?
         .collect::<rusqlite::Result<_>>()?;
     let has_more = items.len() > limit;
     items.truncate(limit);
@@ -1363,46 +1105,12 @@ fn page<T>(
 
 // ---- promotional credits --------------------------------------------------------
 
-const PROMOTION_COLUMNS: &str = "p.id, p.name, p.description, p.credit_system_id, p.starts_at,
-    p.ends_at, p.quantity, p.reset_interval, p.access_period_value, p.access_period_unit,
-    p.allow_multiple_grants, p.applied, p.created_at,
-    (SELECT scale FROM credit_systems c WHERE c.id = p.credit_system_id)";
-
-fn promotion_row(row: &Row) -> rusqlite::Result<PromotionalCredit> {
-    let reset: String = row.get(7)?;
-    let period_value: Option<u32> = row.get(8)?;
-    let period_unit: Option<String> = row.get(9)?;
-    let access_period = match (period_value, period_unit) {
-        (Some(value), Some(unit)) => Some(
-            Period::new(Interval::parse(&unit).expect("stored unit"), value)
-                .expect("stored period"),
-        ),
-        _ => None,
-    };
-    Ok(PromotionalCredit {
-        id: id_col(row, 0)?,
-        name: row.get(1)?,
-        description: row.get(2)?,
-        credit_system_id: id_col(row, 3)?,
-        starts_at: opt_instant(row.get(4)?),
-        ends_at: opt_instant(row.get(5)?),
-        policy: credstack_core::promotion::Policy {
-            quantity: amount_col(row, 6)?,
-            reset_interval: Interval::parse(&reset),
-            access_period,
-            allow_multiple_grants: row.get(10)?,
-        },
-        applied: row.get(11)?,
-        created_at: instant(row.get(12)?),
-        scale: scale_col(row, 13)?,
-    })
-}
-
 pub fn promotion(c: &Connection, id: u128) -> rusqlite::Result<Option<PromotionalCredit>> {
-    c.prepare_cached(&format!(
-        "SELECT {PROMOTION_COLUMNS} FROM promotional_credits p WHERE p.id = ?"
+    c.prepare_cached(select!(
+        promotion,
+        " FROM promotional_credits p WHERE p.id = ?"
     ))?
-    .query_row([ids::to_bytes(id)], promotion_row)
+    .query_row([ids::to_bytes(id)], record)
     .optional()
 }
 
@@ -1424,17 +1132,11 @@ pub fn list_promotions(
         Some(Status::Ended) => "p.ends_at IS NOT NULL AND p.ends_at <= ?1",
     };
     let sql = format!(
-        "SELECT {PROMOTION_COLUMNS} FROM promotional_credits p
-         WHERE (?1 IS NOT NULL) AND {condition} AND p.id < ?2 ORDER BY p.id DESC LIMIT ?3"
+        "SELECT {} FROM promotional_credits p
+         WHERE (?1 IS NOT NULL) AND {condition} AND p.id < ?2 ORDER BY p.id DESC LIMIT ?3",
+        columns!(promotion)
     );
-    page(
-        c,
-        &sql,
-        &[&micros(now)],
-        limit,
-        starting_after,
-        promotion_row,
-    )
+    page(c, &sql, &[&micros(now)], limit, starting_after)
 }
 
 pub fn upsert_promotion(c: &Connection, p: &PromotionalCredit) -> rusqlite::Result<()> {
@@ -1474,21 +1176,6 @@ pub fn delete_promotion(c: &Connection, id: u128) -> rusqlite::Result<()> {
     Ok(())
 }
 
-const ASSIGNMENT_COLUMNS: &str = "id, promotional_credit_id, customer_id, wallet_id, grant_id, granted_at, expires_at, revoked_at";
-
-fn assignment_row(row: &Row) -> rusqlite::Result<Assignment> {
-    Ok(Assignment {
-        id: id_col(row, 0)?,
-        promotional_credit_id: id_col(row, 1)?,
-        customer_id: id_col(row, 2)?,
-        wallet_id: id_col(row, 3)?,
-        grant_id: id_col(row, 4)?,
-        granted_at: instant(row.get(5)?),
-        expires_at: opt_instant(row.get(6)?),
-        revoked_at: opt_instant(row.get(7)?),
-    })
-}
-
 /// A customer's assignments in a campaign that are active at `now`.
 pub fn active_assignments(
     c: &Connection,
@@ -1496,8 +1183,9 @@ pub fn active_assignments(
     customer_id: u128,
     now: Instant,
 ) -> rusqlite::Result<Vec<Assignment>> {
-    c.prepare_cached(&format!(
-        "SELECT {ASSIGNMENT_COLUMNS} FROM promotion_assignments
+    c.prepare_cached(select!(
+        assignment,
+        " FROM promotion_assignments
          WHERE promotional_credit_id = ? AND customer_id = ? AND revoked_at IS NULL
            AND (expires_at IS NULL OR expires_at > ?) ORDER BY id"
     ))?
@@ -1507,7 +1195,7 @@ pub fn active_assignments(
             ids::to_bytes(customer_id),
             micros(now)
         ],
-        assignment_row,
+        record,
     )?
     .collect()
 }
@@ -1547,7 +1235,7 @@ pub fn customers_with_wallets(
             ids::to_bytes(after.unwrap_or(0)),
             limit as i64
         ],
-        |row| id_col(row, 0),
+        |row| row.value(0),
     )?
     .collect()
 }
@@ -1570,7 +1258,7 @@ pub fn customers_with_open_assignments(
             ids::to_bytes(after.unwrap_or(0)),
             limit as i64
         ],
-        |row| id_col(row, 0),
+        |row| row.value(0),
     )?
     .collect()
 }
@@ -1607,9 +1295,11 @@ pub fn promotion_customers(
 ) -> rusqlite::Result<Page<PromotionCustomer>> {
     let pattern = query.map(|q| format!("%{}%", codec::like_escape(&q.to_lowercase())));
     let status = status.map(str::to_string);
-    let sql = format!(
+    let sql = concat!(
         "SELECT * FROM (
-            SELECT {CUSTOMER_COLUMNS_C},
+            SELECT ",
+        columns!(customer_c),
+        ",
                    sum(a.revoked_at IS NULL AND (a.expires_at IS NULL OR a.expires_at > ?2)) AS active,
                    max(a.granted_at), max(a.revoked_at),
                    (SELECT l.revoked_at IS NOT NULL FROM promotion_assignments l
@@ -1628,7 +1318,7 @@ pub fn promotion_customers(
     );
     page(
         c,
-        &sql,
+        sql,
         &[
             &ids::to_bytes(promotion_id),
             &micros(now),
@@ -1637,19 +1327,8 @@ pub fn promotion_customers(
         ],
         limit,
         starting_after,
-        |row| {
-            Ok(PromotionCustomer {
-                customer: customer_row(row)?,
-                active_assignments: row.get(6)?,
-                last_granted_at: instant(row.get(7)?),
-                revoked_at: opt_instant(row.get(8)?),
-                latest_revoked: row.get(9)?,
-            })
-        },
     )
 }
-
-const CUSTOMER_COLUMNS_C: &str = "c.id, c.name, c.email, c.external_id, c.metadata, c.created_at";
 
 // ---- console sessions -------------------------------------------------------------
 
@@ -1674,20 +1353,11 @@ pub fn session(
     token_hash: &[u8; 32],
     now: Instant,
 ) -> rusqlite::Result<Option<ConsoleSession>> {
-    c.prepare_cached(
-        "SELECT token_hash, csrf_token, api_key_id, created_at, expires_at FROM console_sessions
-         WHERE token_hash = ? AND expires_at > ?",
-    )?
-    .query_row(params![token_hash.as_slice(), micros(now)], |row| {
-        let hash: Vec<u8> = row.get(0)?;
-        Ok(ConsoleSession {
-            token_hash: hash.try_into().expect("stored hashes are 32 bytes"),
-            csrf_token: row.get(1)?,
-            api_key_id: id_col(row, 2)?,
-            created_at: instant(row.get(3)?),
-            expires_at: instant(row.get(4)?),
-        })
-    })
+    c.prepare_cached(select!(
+        session,
+        " FROM console_sessions WHERE token_hash = ? AND expires_at > ?"
+    ))?
+    .query_row(params![token_hash.as_slice(), micros(now)], record)
     .optional()
 }
 
@@ -1768,23 +1438,17 @@ pub fn entries_with_purpose(
         return Ok(None);
     };
     let mut entries: Vec<(EntryRecord, Option<Purpose>)> = snapshot
-        .prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS}, g.purpose FROM entries e LEFT JOIN grants g ON g.id = e.grant_id
+        .prepare_cached(select!(
+            entry,
+            ", g.purpose FROM entries e LEFT JOIN grants g ON g.id = e.grant_id
              WHERE e.wallet_id = ? ORDER BY e.sequence DESC LIMIT ?"
         ))?
         .query_map(params![key, limit as i64], |row| {
-            let purpose: Option<String> = row.get(11)?;
-            Ok((entry_row(row)?, purpose.and_then(|p| Purpose::parse(&p))))
+            let purpose: Option<&str> = row.value(11)?;
+            Ok((EntryRecord::read(row)?, purpose.and_then(Purpose::parse)))
         })?
         .collect::<rusqlite::Result<_>>()?;
     entries.reverse();
-    let mut ledger = PurposeLedger {
-        entries,
-        promotional: Amount::ZERO,
-        bundled: Amount::ZERO,
-        paid: Amount::ZERO,
-        debt: Amount::from_atomic(debt),
-    };
     let totals: Vec<(String, i64)> = snapshot
         .prepare_cached(
             "SELECT purpose, coalesce(sum(remaining), 0) FROM grants WHERE wallet_id = ?
@@ -1792,19 +1456,10 @@ pub fn entries_with_purpose(
         )?
         .query_map([key], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for (purpose, total) in totals {
-        let total = Amount::from_atomic(total);
-        match Purpose::parse(&purpose) {
-            Some(Purpose::Promotional) => ledger.promotional = total,
-            Some(Purpose::Bundled) => ledger.bundled = total,
-            Some(Purpose::Paid) => ledger.paid = total,
-            None => {}
-        }
-    }
     if let Some(own) = own {
         own.finish()?;
     }
-    Ok(Some(ledger))
+    Ok(Some(PurposeLedger::new(entries, debt, totals)))
 }
 
 /// Whether `entry_id` is an entry of `wallet_id` (a valid entries cursor).
@@ -1823,27 +1478,12 @@ pub fn lock_promotion(c: &Connection, id: u128) -> rusqlite::Result<Option<Promo
     promotion(c, id)
 }
 
-const BULK_RUN_COLUMNS: &str = "promotional_credit_id, run_id, action, idempotency_key, fingerprint, cursor, progress, lease_until, total, finished_at, error";
-
 pub fn bulk_run(c: &Connection, promotion_id: u128) -> rusqlite::Result<Option<BulkRun>> {
-    c.prepare_cached(&format!(
-        "SELECT {BULK_RUN_COLUMNS} FROM bulk_runs WHERE promotional_credit_id = ?"
+    c.prepare_cached(select!(
+        bulk_run,
+        " FROM bulk_runs WHERE promotional_credit_id = ?"
     ))?
-    .query_row([ids::to_bytes(promotion_id)], |row| {
-        Ok(BulkRun {
-            promotional_credit_id: id_col(row, 0)?,
-            run_id: id_col(row, 1)?,
-            action: row.get(2)?,
-            idempotency_key: row.get(3)?,
-            fingerprint: row.get(4)?,
-            cursor: opt_id_col(row, 5)?,
-            progress: row.get(6)?,
-            lease_until: instant(row.get(7)?),
-            total: row.get::<_, Option<i64>>(8)?.map(|t| t as u64),
-            finished_at: opt_instant(row.get(9)?),
-            error: row.get(10)?,
-        })
-    })
+    .query_row([ids::to_bytes(promotion_id)], record)
     .optional()
 }
 
@@ -1898,21 +1538,11 @@ pub fn take_bulk_resume(
     key: &str,
 ) -> rusqlite::Result<Option<BulkResume>> {
     let resume = c
-        .prepare_cached(
-            "SELECT promotional_credit_id, idempotency_key, fingerprint, action, cursor, progress,
-                saved_at FROM bulk_run_resumes WHERE promotional_credit_id = ? AND idempotency_key = ?",
-        )?
-        .query_row(params![ids::to_bytes(promotion_id), key], |row| {
-            Ok(BulkResume {
-                promotional_credit_id: id_col(row, 0)?,
-                idempotency_key: row.get(1)?,
-                fingerprint: row.get(2)?,
-                action: row.get(3)?,
-                cursor: opt_id_col(row, 4)?,
-                progress: row.get(5)?,
-                saved_at: instant(row.get(6)?),
-            })
-        })
+        .prepare_cached(select!(
+            bulk_resume,
+            " FROM bulk_run_resumes WHERE promotional_credit_id = ? AND idempotency_key = ?"
+        ))?
+        .query_row(params![ids::to_bytes(promotion_id), key], record)
         .optional()?;
     if resume.is_some() {
         c.prepare_cached(
@@ -1938,24 +1568,6 @@ pub fn purge_bulk_resumes(
 
 // ---- events and webhooks ----------------------------------------------------------
 
-const EVENT_COLUMNS: &str = "ev.id, ev.wallet_id, ev.sequence, ev.type, ev.occurred_at, ev.data";
-
-fn event_row_at(row: &Row, at: usize) -> rusqlite::Result<EventRecord> {
-    let kind: String = row.get(at + 3)?;
-    Ok(EventRecord {
-        id: id_col(row, at)?,
-        wallet_id: id_col(row, at + 1)?,
-        sequence: row.get(at + 2)?,
-        kind: EventType::parse(&kind).ok_or_else(|| unreadable(at + 3, "unknown event type"))?,
-        occurred_at: instant(row.get(at + 4)?),
-        data: row.get(at + 5)?,
-    })
-}
-
-fn event_row(row: &Row) -> rusqlite::Result<EventRecord> {
-    event_row_at(row, 0)
-}
-
 /// The sequence of the wallet's last event, 0 before its first.
 pub fn last_event_sequence(c: &Connection, wallet_id: u128) -> rusqlite::Result<u64> {
     c.prepare_cached("SELECT coalesce(max(sequence), 0) FROM events WHERE wallet_id = ?")?
@@ -1963,11 +1575,9 @@ pub fn last_event_sequence(c: &Connection, wallet_id: u128) -> rusqlite::Result<
 }
 
 pub fn event(c: &Connection, id: u128) -> rusqlite::Result<Option<EventRecord>> {
-    c.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events ev WHERE ev.id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], event_row)
-    .optional()
+    c.prepare_cached(select!(event, " FROM events ev WHERE ev.id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 /// Events newest first, of one wallet or all.
@@ -1981,28 +1591,31 @@ pub fn list_events(
     // wallet's, the primary key for all.
     match wallet_id {
         Some(wallet) => {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events ev
+            let sql = select!(
+                event,
+                " FROM events ev
                  WHERE ev.wallet_id = ?1 AND ev.id < ?2 ORDER BY ev.id DESC LIMIT ?3"
             );
             let wallet = ids::to_bytes(wallet);
-            page(c, &sql, &[&wallet], limit, starting_after, event_row)
+            page(c, sql, &[&wallet], limit, starting_after)
         }
         None => {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events ev WHERE ev.id < ?1 ORDER BY ev.id DESC LIMIT ?2"
+            let sql = select!(
+                event,
+                " FROM events ev WHERE ev.id < ?1 ORDER BY ev.id DESC LIMIT ?2"
             );
-            page(c, &sql, &[], limit, starting_after, event_row)
+            page(c, sql, &[], limit, starting_after)
         }
     }
 }
 
 /// The oldest events not yet fanned out to the endpoints.
 pub fn undispatched_events(c: &Connection, limit: usize) -> rusqlite::Result<Vec<EventRecord>> {
-    c.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events ev WHERE ev.dispatched = 0 ORDER BY ev.id LIMIT ?"
+    c.prepare_cached(select!(
+        event,
+        " FROM events ev WHERE ev.dispatched = 0 ORDER BY ev.id LIMIT ?"
     ))?
-    .query_map([limit as i64], event_row)?
+    .query_map([limit as i64], record)?
     .collect()
 }
 
@@ -2049,36 +1662,17 @@ pub fn outbox_backlog(c: &Connection) -> rusqlite::Result<(u64, u64)> {
     .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
 }
 
-const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, secret, enabled, created_at";
-
-fn endpoint_row(row: &Row) -> rusqlite::Result<WebhookEndpoint> {
-    let types: String = row.get(3)?;
-    Ok(WebhookEndpoint {
-        id: id_col(row, 0)?,
-        url: row.get(1)?,
-        description: row.get(2)?,
-        event_types: codec::strings_from_text(&types),
-        secret: row.get(4)?,
-        enabled: row.get(5)?,
-        created_at: instant(row.get(6)?),
-    })
-}
-
 pub fn webhook_endpoint(c: &Connection, id: u128) -> rusqlite::Result<Option<WebhookEndpoint>> {
-    c.prepare_cached(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?"
-    ))?
-    .query_row([ids::to_bytes(id)], endpoint_row)
-    .optional()
+    c.prepare_cached(select!(endpoint, " FROM webhook_endpoints WHERE id = ?"))?
+        .query_row([ids::to_bytes(id)], record)
+        .optional()
 }
 
 /// Every endpoint, enabled or not (there are few).
 pub fn webhook_endpoints(c: &Connection) -> rusqlite::Result<Vec<WebhookEndpoint>> {
-    c.prepare_cached(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY id"
-    ))?
-    .query_map([], endpoint_row)?
-    .collect()
+    c.prepare_cached(select!(endpoint, " FROM webhook_endpoints ORDER BY id"))?
+        .query_map([], record)?
+        .collect()
 }
 
 pub fn list_webhook_endpoints(
@@ -2086,10 +1680,11 @@ pub fn list_webhook_endpoints(
     limit: usize,
     starting_after: Option<u128>,
 ) -> rusqlite::Result<Page<WebhookEndpoint>> {
-    let sql = format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id < ? ORDER BY id DESC LIMIT ?"
+    let sql = select!(
+        endpoint,
+        " FROM webhook_endpoints WHERE id < ? ORDER BY id DESC LIMIT ?"
     );
-    page(c, &sql, &[], limit, starting_after, endpoint_row)
+    page(c, sql, &[], limit, starting_after)
 }
 
 pub fn upsert_webhook_endpoint(c: &Connection, endpoint: &WebhookEndpoint) -> rusqlite::Result<()> {
@@ -2125,34 +1720,6 @@ pub fn delete_webhook_endpoint(c: &Connection, id: u128) -> rusqlite::Result<boo
         .prepare_cached("DELETE FROM webhook_endpoints WHERE id = ?")?
         .execute([key])?;
     Ok(deleted > 0)
-}
-
-const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.event_id, d.type, d.wallet_id, d.sequence,
-    d.status, d.attempts, d.next_attempt_at, d.retry_from, d.created_at, d.last_attempt_at,
-    d.last_status_code, d.last_error, d.attempts_before_retry";
-const DELIVERY_COLUMN_COUNT: usize = 15;
-
-fn delivery_row(row: &Row) -> rusqlite::Result<Delivery> {
-    let kind: String = row.get(3)?;
-    let status: String = row.get(6)?;
-    Ok(Delivery {
-        id: id_col(row, 0)?,
-        endpoint_id: id_col(row, 1)?,
-        event_id: id_col(row, 2)?,
-        event_type: EventType::parse(&kind).ok_or_else(|| unreadable(3, "unknown event type"))?,
-        wallet_id: id_col(row, 4)?,
-        sequence: row.get(5)?,
-        status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| unreadable(6, "unknown delivery status"))?,
-        attempts: row.get(7)?,
-        next_attempt_at: opt_instant(row.get(8)?),
-        retry_from: instant(row.get(9)?),
-        created_at: instant(row.get(10)?),
-        last_attempt_at: opt_instant(row.get(11)?),
-        last_status_code: row.get(12)?,
-        last_error: row.get(13)?,
-        attempts_before_retry: row.get(14)?,
-    })
 }
 
 pub fn insert_deliveries(c: &Connection, deliveries: &[Delivery]) -> rusqlite::Result<()> {
@@ -2194,9 +1761,9 @@ pub fn claim_deliveries(
     limit: usize,
 ) -> rusqlite::Result<Vec<DeliveryJob>> {
     let jobs: Vec<DeliveryJob> = c
-        .prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS}, w.url, w.secret, {EVENT_COLUMNS}
-             FROM webhook_deliveries d
+        .prepare_cached(select!(
+            delivery_job,
+            " FROM webhook_deliveries d
              JOIN webhook_endpoints w ON w.id = d.endpoint_id
              JOIN events ev ON ev.id = d.event_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND w.enabled = 1
@@ -2208,14 +1775,7 @@ pub fn claim_deliveries(
                      AND e.sequence < d.sequence)
              ORDER BY d.next_attempt_at, d.id LIMIT ?2"
         ))?
-        .query_map(params![micros(now), limit as i64], |row| {
-            Ok(DeliveryJob {
-                delivery: delivery_row(row)?,
-                url: row.get(DELIVERY_COLUMN_COUNT)?,
-                secret: row.get(DELIVERY_COLUMN_COUNT + 1)?,
-                event: event_row_at(row, DELIVERY_COLUMN_COUNT + 2)?,
-            })
-        })?
+        .query_map(params![micros(now), limit as i64], record)?
         .collect::<rusqlite::Result<_>>()?;
     let mut claim = c.prepare_cached(
         "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?,
@@ -2294,10 +1854,11 @@ pub fn finish_attempt(
 }
 
 pub fn delivery(c: &Connection, id: u128) -> rusqlite::Result<Option<Delivery>> {
-    c.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ?"
+    c.prepare_cached(select!(
+        delivery,
+        " FROM webhook_deliveries d WHERE d.id = ?"
     ))?
-    .query_row([ids::to_bytes(id)], delivery_row)
+    .query_row([ids::to_bytes(id)], record)
     .optional()
 }
 
@@ -2311,36 +1872,21 @@ pub fn list_deliveries(
 ) -> rusqlite::Result<Page<Delivery>> {
     let endpoint = ids::to_bytes(endpoint_id);
     let status = status.map(DeliveryStatus::as_str);
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+    let sql = select!(
+        delivery,
+        " FROM webhook_deliveries d
          WHERE d.endpoint_id = ?1 AND (?2 IS NULL OR d.status = ?2) AND d.id < ?3
          ORDER BY d.id DESC LIMIT ?4"
     );
-    page(
-        c,
-        &sql,
-        &[&endpoint, &status],
-        limit,
-        starting_after,
-        delivery_row,
-    )
+    page(c, sql, &[&endpoint, &status], limit, starting_after)
 }
 
 pub fn delivery_attempts(c: &Connection, delivery_id: u128) -> rusqlite::Result<Vec<Attempt>> {
-    c.prepare_cached(
-        "SELECT delivery_id, number, at, status_code, error, duration_ms FROM webhook_attempts
-         WHERE delivery_id = ? ORDER BY number",
-    )?
-    .query_map([ids::to_bytes(delivery_id)], |row| {
-        Ok(Attempt {
-            delivery_id: id_col(row, 0)?,
-            number: row.get(1)?,
-            at: instant(row.get(2)?),
-            status_code: row.get(3)?,
-            error: row.get(4)?,
-            duration_ms: row.get(5)?,
-        })
-    })?
+    c.prepare_cached(select!(
+        attempt,
+        " FROM webhook_attempts WHERE delivery_id = ? ORDER BY number"
+    ))?
+    .query_map([ids::to_bytes(delivery_id)], record)?
     .collect()
 }
 
