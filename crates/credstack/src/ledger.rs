@@ -847,7 +847,7 @@ fn open_journal(
     let merged = store::journal::merged_mark(&main).map_err(cannot)?;
     let progress = Arc::new(JournalProgress::starting_at(merged));
     let tail = Arc::new(Tail::default());
-    store::journal::spawn_merger(main, journal, progress.clone(), tail.clone());
+    store::journal::spawn_merger(main, journal, progress.clone());
     let journal = store::journal::Journal::open(&journal_path, merged)?;
     Ok((journal, Unmerged { tail, progress }))
 }

@@ -65,7 +65,7 @@ struct Added {
 #[derive(Default)]
 struct Index {
     keys: HashMap<String, ([u8; 32], Kept)>,
-    debits: HashMap<u128, DebitRecord>,
+    debits: HashMap<u128, Arc<DebitRecord>>,
     assignments: HashMap<(u128, u128), Vec<(u64, Assignment)>>,
     runs: HashMap<u128, (u64, BulkRun)>,
     /// What each unmerged batch added, oldest first.
@@ -160,8 +160,8 @@ impl Overlay for View {
     }
 
     fn debit(&mut self, id: u128) -> StoreResult<Option<DebitRecord>> {
-        if let Some(debit) = lock(&self.index).debits.get(&id).cloned() {
-            return Ok(Some(debit));
+        if let Some(debit) = lock(&self.index).debits.get(&id) {
+            return Ok(Some(DebitRecord::clone(debit)));
         }
         self.under.debit(id)
     }
@@ -274,6 +274,7 @@ impl Journalled {
         match change {
             Change::Entry(entry) => staged.entries.push(entry),
             Change::Debit(debit) => {
+                let debit = Arc::new(debit);
                 index.current(batch).debits.push(debit.id);
                 index.debits.insert(debit.id, debit.clone());
                 staged.debits.push(debit);
@@ -328,9 +329,14 @@ impl Journalled {
         }
     }
 
-    /// Forgets what the merger has written from the index.
+    /// Forgets what the merger has written, from the index and from the
+    /// tail: here, on the writer's thread, which has time to spare, rather
+    /// than on the merger's, the bottleneck under load (a merged batch's
+    /// records are freed as it leaves). A read filters by its snapshot's
+    /// mark, so a merged batch left in the tail a little longer is harmless.
     fn forget_merged(&mut self) {
         let merged = self.progress.merged();
+        self.tail.merged(merged);
         let mut index = lock(&self.index);
         while index
             .batches

@@ -594,7 +594,6 @@ pub fn spawn_merger(
     main: Connection,
     journal: Connection,
     progress: std::sync::Arc<Progress>,
-    tail: std::sync::Arc<super::tail::Tail>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("credstack-merger".into())
@@ -619,13 +618,7 @@ pub fn spawn_merger(
                     }
                     state.drains_asked
                 };
-                // Once a merge committed, its batches leave the tail: a read
-                // that misses them there finds them in the store.
-                let merged = |batch| {
-                    tail.merged(batch);
-                    progress.record_merged(batch);
-                };
-                match merge_all(&main, &journal, merged) {
+                match merge_all(&main, &journal, |batch| progress.record_merged(batch)) {
                     Ok(_) => {
                         let mut state = progress.lock();
                         state.drains_done = state.drains_done.max(drain);

@@ -6,8 +6,8 @@
 //!
 //! Owns: [`Batch`] (one committed batch's records, never changed once
 //! published), [`Tail`] (the unmerged batches, oldest first, shared by the
-//! writer that publishes, the merger that drops what it merged, and the
-//! readers) and [`Overlaid`].
+//! writer, which publishes them and drops those the merger has merged, and
+//! the readers) and [`Overlaid`].
 //! May not: write a store, read a clock, or know requests or wire formats.
 //!
 //! *Why a read sees every acknowledged write.* A reader takes the tail
@@ -39,7 +39,8 @@ pub struct Batch {
     /// Each wallet's state after the batch.
     pub wallets: HashMap<u128, (WalletInfo, Wallet)>,
     pub entries: Vec<EntryRecord>,
-    pub debits: Vec<DebitRecord>,
+    /// Shared with the writer's index of unmerged debits (replays).
+    pub debits: Vec<Arc<DebitRecord>>,
     pub keys: HashMap<String, ([u8; 32], Kept)>,
     pub events: Vec<EventRecord>,
     /// Grants the batch created (a campaign's).
@@ -394,7 +395,7 @@ impl super::Overlay for Overlaid<'_> {
             .newest()
             .find_map(|batch| batch.debits.iter().find(|d| d.id == id));
         match unmerged {
-            Some(debit) => Ok(Some(debit.clone())),
+            Some(debit) => Ok(Some(DebitRecord::clone(debit))),
             None => self.under.debit(id),
         }
     }
@@ -407,7 +408,7 @@ impl super::Overlay for Overlaid<'_> {
     ) -> StoreResult<Page<DebitRecord>> {
         let tail = below(
             self.newest()
-                .flat_map(|batch| batch.debits.iter().rev())
+                .flat_map(|batch| batch.debits.iter().rev().map(|d| &**d))
                 .filter(|d| d.wallet_id == wallet_id),
             |d| d.id,
             limit,
