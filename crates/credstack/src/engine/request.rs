@@ -11,8 +11,9 @@ use super::promotions::{
     BulkClaim, BulkClaimRequest, NewPromotion, PromotionEdit, PromotionGrant, PromotionRevoke,
     PromotionView, RunStep,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::Kind;
+use crate::metrics::DebitOutcome;
 use crate::records::*;
 use credstack_core::{Instant, Period, Purpose, Summary, Wallet};
 use sha2::{Digest, Sha256};
@@ -280,6 +281,20 @@ pub enum Outcome {
 pub enum Reply {
     Fresh(Result<Outcome>),
     Replayed(StoredResponse),
+}
+
+/// How `credstack_debits` counts a debit's reply (metrics knows no
+/// replies).
+impl From<&Reply> for DebitOutcome {
+    fn from(reply: &Reply) -> DebitOutcome {
+        match reply {
+            Reply::Replayed(_) => DebitOutcome::Replayed,
+            Reply::Fresh(Ok(_)) => DebitOutcome::Applied,
+            Reply::Fresh(Err(Error::InsufficientBalance { .. })) => DebitOutcome::Refused,
+            Reply::Fresh(Err(Error::Unavailable | Error::Contended)) => DebitOutcome::Failed,
+            Reply::Fresh(Err(_)) => DebitOutcome::Invalid,
+        }
+    }
 }
 
 /// Renders a result the way the API answers it, to keep for replays. The
