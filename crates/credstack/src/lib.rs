@@ -7,6 +7,7 @@
 //! (SQL). The domain rules live in the `credstack-core` crate, which does no IO.
 
 pub mod backup;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod console;

@@ -38,9 +38,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let raw = super::limits::read_body(request.into_body(), BODY_BYTES_MAX)
+        let raw = crate::body::read_body(request.into_body(), BODY_BYTES_MAX)
             .await
-            .map_err(|error| error.api_error(BODY_BYTES_MAX))?;
+            .map_err(|error| super::limits::body_refused(&error, BODY_BYTES_MAX))?;
         // An empty body stands for `{}` on calls that take no fields.
         let text: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
             b"{}"
