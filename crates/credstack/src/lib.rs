@@ -25,3 +25,4 @@ pub mod store;
 pub mod usage;
 pub mod verify;
 pub mod webhooks;
+pub mod wire;

@@ -2,7 +2,7 @@
 //! `{"error": {"type", "code", "message", "param"?}}` with a fitting status;
 //! internal causes are logged where they happen and never sent.
 
-use super::wire::{ErrorBody, ErrorDetail};
+use crate::wire::{ErrorBody, ErrorDetail};
 use crate::error::Error;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

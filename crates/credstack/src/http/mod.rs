@@ -9,12 +9,12 @@ pub mod openapi;
 pub mod promotions;
 pub mod routes;
 pub mod webhooks;
-pub mod wire;
 
 use crate::engine::{Outcome, Reply};
 use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::records::StoredResponse;
+use crate::wire;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

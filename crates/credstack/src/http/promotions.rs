@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id};
 use super::routes::skipped_wire;
-use super::wire::*;
+use crate::wire::*;
 use super::{reply, reply_result};
 use crate::engine::{NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionView, Request};
 use crate::ids::Kind;

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id, valid_idempotency_key};
-use super::wire::*;
+use crate::wire::*;
 use super::{reply, reply_result};
 use crate::engine::{
     BatchItem, DEBIT_BATCH_MAX, Idempotency, NewDebit, NewGrant, Outcome, Request,

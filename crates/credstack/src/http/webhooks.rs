@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, path_id};
-use super::wire::*;
+use crate::wire::*;
 use super::{reply, reply_result};
 use crate::engine::Request;
 use crate::ids::Kind;
