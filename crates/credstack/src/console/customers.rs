@@ -1257,7 +1257,7 @@ pub async fn void_grant(
             )
         }
         Err(error) => {
-            let message = crate::http::error::ApiError::from(error).message;
+            let message = crate::wire::ApiError::from(error).message;
             let forms = Forms {
                 wallet: Some(record.wallet_id),
                 alert: Some(format!("Could not void {full}: {message}.")),

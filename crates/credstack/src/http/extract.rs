@@ -1,7 +1,7 @@
 //! Request extraction: JSON bodies, query strings, path ids, idempotency
 //! keys and API key authorization, each failing with a SPEC-shaped 4xx.
 
-use super::error::ApiError;
+use crate::wire::ApiError;
 use super::limits::RateLimiter;
 use crate::engine::Idempotency;
 use crate::ids::{self, Kind};

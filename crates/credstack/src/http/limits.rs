@@ -10,7 +10,7 @@
 //! shared with the console's forms; the API's 413 and 408 are
 //! [`body_refused`]'s.
 
-use super::error::ApiError;
+use crate::wire::ApiError;
 use crate::body::BodyError;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};

@@ -19,7 +19,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use error::ApiError;
+use crate::wire::ApiError;
 use openapi::CommonResponses;
 use promotions::*;
 use routes::*;

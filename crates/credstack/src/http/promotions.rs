@@ -1,7 +1,7 @@
 //! The handlers of `/v1/promotional_credits` (SPEC rules 19–26): parse,
 //! call the ledger, render.
 
-use super::error::ApiError;
+use crate::wire::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id};
 use super::routes::skipped_wire;
 use crate::wire::*;

@@ -1,7 +1,7 @@
 //! The handlers of `/v1`: parse, call the ledger service, render. No ledger
 //! logic lives here.
 
-use super::error::ApiError;
+use crate::wire::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id, valid_idempotency_key};
 use crate::wire::*;
 use super::{reply, reply_result};

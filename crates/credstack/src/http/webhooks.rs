@@ -1,7 +1,7 @@
 //! The handlers of `/v1/events`, `/v1/webhook_endpoints` and
 //! `/v1/webhook_deliveries` (issue 8): parse, call the ledger, render.
 
-use super::error::ApiError;
+use crate::wire::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, path_id};
 use crate::wire::*;
 use super::{reply, reply_result};

@@ -12,6 +12,8 @@
 //! Imports: the engine's views, records, ids and the core; never an edge
 //! (`http`, `console`, `usage`, `webhooks`).
 
+mod error;
 mod shapes;
 
+pub use error::ApiError;
 pub use shapes::*;
