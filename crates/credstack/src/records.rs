@@ -1,6 +1,6 @@
 //! The service's records: what the store keeps around the core's wallet
-//! state (names, metadata, sources, finished objects). Plain data; the HTTP
-//! layer has its own serializable copies.
+//! state (names, metadata, sources, finished objects). Plain data, importing
+//! nothing from the crate; the API's serializable copies are `wire`'s.
 
 use credstack_core::{Allocation, Amount, EntryKind, Grant, HoldEnd, Instant, Reservation, Scale};
 use std::collections::BTreeMap;

@@ -10,8 +10,8 @@
 //!   whose `csrf` field does not match the session's token.
 
 use super::{FieldErrors, render_with};
-use crate::engine::{Request, hash_secret};
 use crate::body::{BodyError, read_body};
+use crate::engine::{Request, hash_secret};
 use crate::ledger::Ledger;
 use crate::records::{ConsoleSession, Scope};
 use askama::Template;

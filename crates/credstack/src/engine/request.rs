@@ -4,8 +4,8 @@
 //!
 //! Owns: the shapes of writes and of their results, and which requests
 //! write ledger changes only ([`Request::ledger_only`]).
-//! May not: touch a store, read a clock, or know a wire format (the HTTP
-//! layer renders outcomes: [`Render`]).
+//! May not: touch a store, read a clock, or know a wire format (the API's
+//! wire renders outcomes: [`Render`]).
 
 use super::promotions::{
     BulkClaim, BulkClaimRequest, NewPromotion, PromotionEdit, PromotionGrant, PromotionRevoke,
@@ -298,7 +298,8 @@ impl From<&Reply> for DebitOutcome {
 }
 
 /// Renders a result the way the API answers it, to keep for replays. The
-/// HTTP layer supplies it, so the engine stays free of wire formats.
+/// API's wire supplies it (`wire::render`), so the engine stays free of wire
+/// formats.
 pub type Render = fn(&Result<Outcome>) -> StoredResponse;
 
 /// The wallets a request names directly, to lock before the batch runs.

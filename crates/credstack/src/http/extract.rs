@@ -1,12 +1,12 @@
 //! Request extraction: JSON bodies, query strings, path ids, idempotency
 //! keys and API key authorization, each failing with a SPEC-shaped 4xx.
 
-use crate::wire::ApiError;
 use super::limits::RateLimiter;
 use crate::engine::Idempotency;
 use crate::ids::{self, Kind};
 use crate::ledger::Ledger;
 use crate::records::Scope;
+use crate::wire::{ApiError, IDEMPOTENCY_KEY_MAX, valid_idempotency_key};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, request::Parts};
@@ -19,8 +19,6 @@ use std::sync::Arc;
 /// Largest request body accepted; larger bodies get 413. A batch of 1000
 /// debits with descriptions fits comfortably.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
-/// Longest idempotency key (SPEC rule 18).
-pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 /// A JSON body decoded into `T`; the raw bytes are kept for fingerprinting.
 pub struct JsonBody<T> {
@@ -278,12 +276,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             })?;
         Ok(IdempotencyKey(Some(key.to_string())))
     }
-}
-
-pub fn valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= IDEMPOTENCY_KEY_MAX
-        && key.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
 impl IdempotencyKey {

@@ -10,8 +10,8 @@
 //! shared with the console's forms; the API's 413 and 408 are
 //! [`body_refused`]'s.
 
-use crate::wire::ApiError;
 use crate::body::BodyError;
+use crate::wire::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -134,16 +134,16 @@ pub async fn limit_request(
 /// The API's answer to a body it could not read whole (413 or 408).
 pub fn body_refused(error: &BodyError, bytes_max: usize) -> ApiError {
     match error {
-            BodyError::TooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request bodies are limited to {bytes_max} bytes"),
-            ),
-            BodyError::TimedOut => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "the request was not received in time; nothing was changed",
-            ),
+        BodyError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {bytes_max} bytes"),
+        ),
+        BodyError::TimedOut => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request was not received in time; nothing was changed",
+        ),
     }
 }
 
