@@ -232,7 +232,7 @@ fn open_on(backend: Backend) -> Ledger {
     Ledger::open(Config {
         backend,
         clock: Clock::system(),
-        render: credstack::http::render,
+        render: credstack::wire::render,
     })
     .expect("open ledger")
 }

@@ -351,7 +351,7 @@ fn serve(args: ServeArgs) -> std::process::ExitCode {
         let config = Config {
             backend,
             clock,
-            render: crate::http::render,
+            render: crate::wire::render,
         };
         let ledger = match Ledger::open(config) {
             Ok(ledger) => ledger,

@@ -2,11 +2,16 @@
 //! the HTTP API and runs the CLI; this library holds the application so that
 //! tests and benchmarks can run it in-process.
 //!
-//! Layers, from the edge in: `http` (wire types, routes) → `ledger` (the
-//! service API) → `engine` (the single writer, group commit) → `store`
-//! (SQL). The domain rules live in the `credstack-core` crate, which does no IO.
+//! Layers, from the edge in: the edges (`http`, the router and routes;
+//! `console`; `usage`, NATS; `webhooks`, delivery) → `wire` (the API's JSON,
+//! shared by the edges) → `ledger` (the service API) → `engine` (the single
+//! writer, group commit) → `store` (SQL) → `records`. Imports run only that
+//! way (ARCHITECTURE.md lists which module may import which;
+//! `tests/layering.rs` checks there is no circle). The domain rules live in
+//! the `credstack-core` crate, which does no IO.
 
 pub mod backup;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod console;
@@ -24,3 +29,4 @@ pub mod store;
 pub mod usage;
 pub mod verify;
 pub mod webhooks;
+pub mod wire;

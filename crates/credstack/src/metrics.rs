@@ -3,9 +3,12 @@
 //! (requests per commit, time per commit), the embedded journal's lag and the NATS usage
 //! consumer's messages and lag. One registry per
 //! `Ledger`, so servers in one process (the tests) count apart.
+//!
+//! Imports nothing from the crate: whoever counts says what happened in
+//! this module's terms (a [`DebitOutcome`], a status, a duration), so the
+//! writer, the HTTP layer and the usage consumer all import metrics and
+//! metrics none of them.
 
-use crate::engine::Reply;
-use crate::error::Error;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,6 +22,36 @@ pub struct OutcomeLabels {
     /// `applied`, `replayed` (an idempotency key answered it), `refused`
     /// (402), `invalid` (another 4xx) or `failed` (503).
     pub outcome: &'static str,
+}
+
+/// What became of one debit (a single debit, a batch item or a hold
+/// capture), as `credstack_debits` counts it. The writer works it out from
+/// its reply (`From<&engine::Reply>`, in `engine/request.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebitOutcome {
+    /// Applied now.
+    Applied,
+    /// Answered from its idempotency key.
+    Replayed,
+    /// Refused for want of balance (402).
+    Refused,
+    /// Refused otherwise (another 4xx).
+    Invalid,
+    /// Not written: the store failed or stayed contended (503).
+    Failed,
+}
+
+impl DebitOutcome {
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DebitOutcome::Applied => "applied",
+            DebitOutcome::Replayed => "replayed",
+            DebitOutcome::Refused => "refused",
+            DebitOutcome::Invalid => "invalid",
+            DebitOutcome::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -225,15 +258,10 @@ impl Metrics {
         self.commit_seconds.observe(took.as_secs_f64());
     }
 
-    /// A debit's answer, counted by outcome.
-    pub fn debit(&self, reply: &Reply) {
-        let outcome = match reply {
-            Reply::Replayed(_) => "replayed",
-            Reply::Fresh(Ok(_)) => "applied",
-            Reply::Fresh(Err(Error::InsufficientBalance { .. })) => "refused",
-            Reply::Fresh(Err(Error::Unavailable | Error::Contended)) => "failed",
-            Reply::Fresh(Err(_)) => "invalid",
-        };
+    /// A debit's answer, counted by outcome (the writer passes its reply,
+    /// which converts).
+    pub fn debit(&self, outcome: impl Into<DebitOutcome>) {
+        let outcome = outcome.into().as_str();
         self.debits.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 

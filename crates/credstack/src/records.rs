@@ -1,6 +1,6 @@
 //! The service's records: what the store keeps around the core's wallet
-//! state (names, metadata, sources, finished objects). Plain data; the HTTP
-//! layer has its own serializable copies.
+//! state (names, metadata, sources, finished objects). Plain data, importing
+//! nothing from the crate; the API's serializable copies are `wire`'s.
 
 use credstack_core::{Allocation, Amount, EntryKind, Grant, HoldEnd, Instant, Reservation, Scale};
 use std::collections::BTreeMap;
@@ -305,8 +305,9 @@ impl EntryRecord {
     /// back in time even when the clock does (a restart after the system
     /// clock stepped back, or another node whose clock is behind), links it
     /// to that entry's hash, and moves `head` to it. History at an instant
-    /// finds its entry by bisecting the sequence ([`crate::store::last_sequence_at`]),
-    /// which needs exactly this order.
+    /// relies on exactly this order: the store finds an instant's entry by
+    /// bisecting the sequence (its `last_sequence_at`, which points back
+    /// here). Records are plain data and name nothing above them.
     pub fn append_to(&mut self, head: &mut ChainHead) {
         if let Some(at) = head.at {
             self.occurred_at = self.occurred_at.max(at);

@@ -23,9 +23,9 @@
 //! redelivery is harmless.
 
 use crate::engine::{NewDebit, Reply, Request};
-use crate::http::{batch_result, extract::valid_idempotency_key, routes::debit_idempotency};
 use crate::ids::{self, Kind};
 use crate::ledger::Ledger;
+use crate::wire::{batch_result, debit_idempotency, valid_idempotency_key};
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures_util::StreamExt;
 use serde::Deserialize;

@@ -104,7 +104,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 /// The body delivered for an event: the event as `GET /v1/events/{id}`
 /// shows it.
 pub fn body(event: &EventRecord) -> String {
-    serde_json::to_string(&crate::http::wire::EventWire::from(event)).expect("events serialize")
+    serde_json::to_string(&crate::wire::EventWire::from(event)).expect("events serialize")
 }
 
 /// What follows a failed attempt: another after the backoff, or none once

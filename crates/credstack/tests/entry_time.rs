@@ -30,7 +30,7 @@ fn open(backend: Backend, now: &str) -> Ledger {
         match Ledger::open(Config {
             backend: backend.clone(),
             clock: credstack::clock::Clock::simulated(at(now)),
-            render: credstack::http::render,
+            render: credstack::wire::render,
         }) {
             Ok(ledger) => return ledger,
             Err(error) if std::time::Instant::now() > deadline => panic!("open: {error}"),

@@ -144,7 +144,7 @@ fn embedded(data_dir: &std::path::Path) -> Config {
             data_dir: data_dir.to_path_buf(),
         },
         clock: credstack::clock::Clock::system(),
-        render: credstack::http::render,
+        render: credstack::wire::render,
     }
 }
 

@@ -202,7 +202,7 @@ async fn a_failed_commit_leaves_nothing_stale_in_memory() {
                 readers: 2,
             },
             clock: Clock::system(),
-            render: credstack::http::render,
+            render: credstack::wire::render,
         })
         .expect("open")
     };

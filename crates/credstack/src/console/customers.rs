@@ -14,7 +14,7 @@ use crate::history;
 use crate::ids::{self, Kind};
 use crate::ledger::Ledger;
 use crate::records::{CreditSystem, Customer, DebitRecord, EntryRecord, GrantRecord, Source};
-use crate::store::sqlite as db;
+use crate::store::{CHART_ENTRIES_MAX, PurposeLedger};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -29,7 +29,7 @@ const CUSTOMERS_PER_PAGE: usize = 25;
 /// Ledger entries per page of a wallet's ledger.
 const ENTRIES_PER_PAGE: usize = 20;
 /// Entries behind the chart.
-const CHART_ENTRIES: usize = db::CHART_ENTRIES_MAX;
+const CHART_ENTRIES: usize = CHART_ENTRIES_MAX;
 /// Ended grants listed under a wallet.
 const PAST_GRANTS: usize = 30;
 
@@ -718,7 +718,7 @@ struct WalletReads {
     past: Vec<GrantRecord>,
     entries: crate::records::Page<EntryRecord>,
     purposes: HashMap<u128, Purpose>,
-    chart: Option<db::PurposeLedger>,
+    chart: Option<PurposeLedger>,
     debit: Option<DebitRecord>,
 }
 
@@ -1257,7 +1257,7 @@ pub async fn void_grant(
             )
         }
         Err(error) => {
-            let message = crate::http::error::ApiError::from(error).message;
+            let message = crate::wire::ApiError::from(error).message;
             let forms = Forms {
                 wallet: Some(record.wallet_id),
                 alert: Some(format!("Could not void {full}: {message}.")),

@@ -155,7 +155,7 @@ impl FieldErrors {
 
     /// Maps a ledger error onto the form: a `param` becomes a field error.
     pub fn from_error(error: crate::error::Error) -> FieldErrors {
-        let api = crate::http::error::ApiError::from(error);
+        let api = crate::wire::ApiError::from(error);
         match api.param {
             Some(param) => FieldErrors::field(&param, api.message),
             None => FieldErrors {
@@ -181,7 +181,7 @@ fn form_urlencoded(text: &str) -> String {
 
 /// The page for a store failure: nothing changed.
 pub fn unavailable(error: crate::error::Error) -> Response {
-    let message = crate::http::error::ApiError::from(error).message;
+    let message = crate::wire::ApiError::from(error).message;
     (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
 }
 

@@ -805,7 +805,7 @@ async fn start_job(ledger: &Ledger, id: u128, action: &'static str, back: String
         Ok(Claimed::Started { cursor, counts }) => (cursor, counts),
         Ok(Claimed::Replayed(_)) => unreachable!("a call without a key never replays"),
         Err(error) => {
-            let message = crate::http::error::ApiError::from(error).message;
+            let message = crate::wire::ApiError::from(error).message;
             return done(&back, &message);
         }
     };

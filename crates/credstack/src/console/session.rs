@@ -10,8 +10,8 @@
 //!   whose `csrf` field does not match the session's token.
 
 use super::{FieldErrors, render_with};
+use crate::body::{BodyError, read_body};
 use crate::engine::{Request, hash_secret};
-use crate::http::limits::BodyError;
 use crate::ledger::Ledger;
 use crate::records::{ConsoleSession, Scope};
 use askama::Template;
@@ -113,7 +113,7 @@ impl<T: DeserializeOwned> FromRequest<Ledger> for Submitted<T> {
     ) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
         let operator = Operator::from_request_parts(&mut parts, ledger).await?;
-        let bytes = crate::http::limits::read_body(body, FORM_BYTES_MAX)
+        let bytes = read_body(body, FORM_BYTES_MAX)
             .await
             .map_err(|error| match error {
                 BodyError::TooLarge => {

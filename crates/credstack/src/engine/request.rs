@@ -4,15 +4,16 @@
 //!
 //! Owns: the shapes of writes and of their results, and which requests
 //! write ledger changes only ([`Request::ledger_only`]).
-//! May not: touch a store, read a clock, or know a wire format (the HTTP
-//! layer renders outcomes: [`Render`]).
+//! May not: touch a store, read a clock, or know a wire format (the API's
+//! wire renders outcomes: [`Render`]).
 
 use super::promotions::{
     BulkClaim, BulkClaimRequest, NewPromotion, PromotionEdit, PromotionGrant, PromotionRevoke,
     PromotionView, RunStep,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::Kind;
+use crate::metrics::DebitOutcome;
 use crate::records::*;
 use credstack_core::{Instant, Period, Purpose, Summary, Wallet};
 use sha2::{Digest, Sha256};
@@ -282,8 +283,23 @@ pub enum Reply {
     Replayed(StoredResponse),
 }
 
+/// How `credstack_debits` counts a debit's reply (metrics knows no
+/// replies).
+impl From<&Reply> for DebitOutcome {
+    fn from(reply: &Reply) -> DebitOutcome {
+        match reply {
+            Reply::Replayed(_) => DebitOutcome::Replayed,
+            Reply::Fresh(Ok(_)) => DebitOutcome::Applied,
+            Reply::Fresh(Err(Error::InsufficientBalance { .. })) => DebitOutcome::Refused,
+            Reply::Fresh(Err(Error::Unavailable | Error::Contended)) => DebitOutcome::Failed,
+            Reply::Fresh(Err(_)) => DebitOutcome::Invalid,
+        }
+    }
+}
+
 /// Renders a result the way the API answers it, to keep for replays. The
-/// HTTP layer supplies it, so the engine stays free of wire formats.
+/// API's wire supplies it (`wire::render`), so the engine stays free of wire
+/// formats.
 pub type Render = fn(&Result<Outcome>) -> StoredResponse;
 
 /// The wallets a request names directly, to lock before the batch runs.

@@ -1,12 +1,12 @@
 //! Request extraction: JSON bodies, query strings, path ids, idempotency
 //! keys and API key authorization, each failing with a SPEC-shaped 4xx.
 
-use super::error::ApiError;
 use super::limits::RateLimiter;
 use crate::engine::Idempotency;
 use crate::ids::{self, Kind};
 use crate::ledger::Ledger;
 use crate::records::Scope;
+use crate::wire::{ApiError, IDEMPOTENCY_KEY_MAX, valid_idempotency_key};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, request::Parts};
@@ -19,8 +19,6 @@ use std::sync::Arc;
 /// Largest request body accepted; larger bodies get 413. A batch of 1000
 /// debits with descriptions fits comfortably.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
-/// Longest idempotency key (SPEC rule 18).
-pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 /// A JSON body decoded into `T`; the raw bytes are kept for fingerprinting.
 pub struct JsonBody<T> {
@@ -38,9 +36,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let raw = super::limits::read_body(request.into_body(), BODY_BYTES_MAX)
+        let raw = crate::body::read_body(request.into_body(), BODY_BYTES_MAX)
             .await
-            .map_err(|error| error.api_error(BODY_BYTES_MAX))?;
+            .map_err(|error| super::limits::body_refused(&error, BODY_BYTES_MAX))?;
         // An empty body stands for `{}` on calls that take no fields.
         let text: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -278,12 +276,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             })?;
         Ok(IdempotencyKey(Some(key.to_string())))
     }
-}
-
-pub fn valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= IDEMPOTENCY_KEY_MAX
-        && key.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
 impl IdempotencyKey {

@@ -6,17 +6,18 @@
 //! The body size limit (413) is [`super::extract::BODY_BYTES_MAX`]; the
 //! limits the connection itself enforces (header bytes the parser accepts,
 //! the time to send headers) are set in `server.rs` from the same figures.
+//! The body's deadline and the reading of a body whole are `crate::body`'s,
+//! shared with the console's forms; the API's 413 and 408 are
+//! [`body_refused`]'s.
 
-use super::error::ApiError;
-use axum::body::{Body, Bytes};
+use crate::body::BodyError;
+use crate::wire::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use std::num::NonZeroU32;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Largest header section answered with a SPEC-shaped 431: the sum over
@@ -126,95 +127,23 @@ pub async fn limit_request(
         )
         .into_response();
     }
-    let request = request.map(|body| {
-        Body::new(DeadlineBody {
-            inner: body,
-            deadline: Box::pin(tokio::time::sleep(time_max)),
-        })
-    });
+    let request = request.map(|body| crate::body::with_deadline(body, time_max));
     next.run(request).await
 }
 
-/// A request body that fails once its deadline has passed.
-struct DeadlineBody {
-    inner: Body,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-/// The error a [`DeadlineBody`] fails with.
-#[derive(Debug)]
-pub struct DeadlinePassed;
-
-impl std::fmt::Display for DeadlinePassed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request body did not arrive in time")
-    }
-}
-
-impl std::error::Error for DeadlinePassed {}
-
-impl http_body::Body for DeadlineBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(DeadlinePassed)))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Why a body could not be read whole.
-pub enum BodyError {
-    TooLarge,
-    TimedOut,
-}
-
-/// Reads a whole body of at most `bytes_max` bytes, before its deadline.
-pub async fn read_body(body: Body, bytes_max: usize) -> Result<Bytes, BodyError> {
-    axum::body::to_bytes(body, bytes_max)
-        .await
-        .map_err(|error| {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-            while let Some(current) = cause {
-                if current.is::<DeadlinePassed>() {
-                    return BodyError::TimedOut;
-                }
-                cause = current.source();
-            }
-            BodyError::TooLarge
-        })
-}
-
-impl BodyError {
-    pub fn api_error(&self, bytes_max: usize) -> ApiError {
-        match self {
-            BodyError::TooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request bodies are limited to {bytes_max} bytes"),
-            ),
-            BodyError::TimedOut => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "the request was not received in time; nothing was changed",
-            ),
-        }
+/// The API's answer to a body it could not read whole (413 or 408).
+pub fn body_refused(error: &BodyError, bytes_max: usize) -> ApiError {
+    match error {
+        BodyError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {bytes_max} bytes"),
+        ),
+        BodyError::TimedOut => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request was not received in time; nothing was changed",
+        ),
     }
 }
 

@@ -1,6 +1,9 @@
-//! The HTTP layer: the router, rendering of ledger results, and the
-//! OpenAPI document generated from the handlers' annotations. The only layer
-//! that knows about HTTP and JSON.
+//! The HTTP layer: the router, ledger results answered as HTTP responses,
+//! and the OpenAPI document generated from the handlers' annotations. The
+//! only layer that knows about HTTP; the JSON it speaks (shapes, the error
+//! object, rendered results, the debit fingerprint) is `crate::wire`'s,
+//! shared with the edges that speak the API without HTTP. Only the command
+//! line and the server import this module.
 
 pub mod error;
 pub mod extract;
@@ -9,17 +12,16 @@ pub mod openapi;
 pub mod promotions;
 pub mod routes;
 pub mod webhooks;
-pub mod wire;
 
 use crate::engine::{Outcome, Reply};
 use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::records::StoredResponse;
+use crate::wire::{ApiError, render};
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use error::ApiError;
 use openapi::CommonResponses;
 use promotions::*;
 use routes::*;
@@ -190,24 +192,6 @@ async fn openapi_json() -> Response {
     axum::Json(ApiDoc::openapi()).into_response()
 }
 
-/// Renders a ledger result: 200 with the object, or the error's status.
-pub fn render(result: &Result<Outcome>) -> StoredResponse {
-    match result {
-        Ok(Outcome::Rendered(stored)) => stored.clone(),
-        Ok(outcome) => StoredResponse {
-            status: 200,
-            body: routes::outcome_json(outcome).to_string(),
-        },
-        Err(error) => {
-            let error = ApiError::from(error.clone());
-            StoredResponse {
-                status: error.status.as_u16(),
-                body: serde_json::to_string(&error.body()).expect("errors serialize"),
-            }
-        }
-    }
-}
-
 fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (
@@ -233,20 +217,4 @@ pub fn reply(reply: Reply) -> Response {
 
 pub fn reply_result(result: Result<Outcome>) -> Response {
     stored_response(render(&result), false)
-}
-
-/// One item of a batch debit: `{status, debit}` or `{status, error}`.
-pub fn batch_result(reply: &Reply) -> wire::BatchResult {
-    let stored = match reply {
-        Reply::Fresh(result) => render(result),
-        Reply::Replayed(stored) => stored.clone(),
-    };
-    let body: serde_json::Value =
-        serde_json::from_str(&stored.body).expect("stored bodies are JSON");
-    let ok = stored.status == 200;
-    wire::BatchResult {
-        status: stored.status,
-        error: if ok { None } else { body.get("error").cloned() },
-        debit: if ok { Some(body) } else { None },
-    }
 }

@@ -9,7 +9,8 @@
 //!
 //! It only describes; it never changes what a route does.
 
-use super::extract::{BODY_BYTES_MAX, IDEMPOTENCY_KEY_MAX};
+use super::extract::BODY_BYTES_MAX;
+use crate::wire::IDEMPOTENCY_KEY_MAX;
 use utoipa::Modify;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};

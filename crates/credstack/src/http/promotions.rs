@@ -1,15 +1,13 @@
 //! The handlers of `/v1/promotional_credits` (SPEC rules 19–26): parse,
 //! call the ledger, render.
 
-use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id};
-use super::routes::skipped_wire;
-use super::wire::*;
 use super::{reply, reply_result};
 use crate::engine::{NewPromotion, PROMOTION_CUSTOMERS_MAX, PromotionEdit, PromotionView, Request};
 use crate::ids::Kind;
 use crate::ledger::{BulkAction, BulkCall};
 use crate::ledger::{BulkOutcome, Ledger};
+use crate::wire::*;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

@@ -1,17 +1,14 @@
 //! The handlers of `/v1`: parse, call the ledger service, render. No ledger
 //! logic lives here.
 
-use super::error::ApiError;
-use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id, valid_idempotency_key};
-use super::wire::*;
+use super::extract::{IdempotencyKey, JsonBody, QueryMap, body_id, path_id};
 use super::{reply, reply_result};
-use crate::engine::{
-    BatchItem, DEBIT_BATCH_MAX, Idempotency, NewDebit, NewGrant, Outcome, Request,
-};
+use crate::engine::{BatchItem, DEBIT_BATCH_MAX, NewDebit, NewGrant, Request};
 use crate::history;
 use crate::ids::Kind;
 use crate::ledger::{Ledger, new_secret};
 use crate::records::Scope;
+use crate::wire::*;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -523,22 +520,6 @@ pub async fn void_grant(
 
 // ---- debits -------------------------------------------------------------------
 
-/// A debit's idempotency fingerprint covers what it does, not how it was
-/// sent, so a batch item retried as a single debit (or back) replays.
-pub fn debit_idempotency(key: String, debit: &NewDebit) -> Idempotency {
-    let metadata = serde_json::to_string(&debit.metadata).expect("a string map serializes");
-    Idempotency::new(
-        key,
-        &[
-            b"debit",
-            &debit.wallet_id.to_be_bytes(),
-            debit.amount.as_bytes(),
-            debit.description.as_deref().unwrap_or("").as_bytes(),
-            metadata.as_bytes(),
-        ],
-    )
-}
-
 #[utoipa::path(post, path = "/v1/wallets/{id}/debits", request_body = CreateDebit,
     responses((status = 200, body = DebitWire), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -819,72 +800,4 @@ pub async fn delete_api_key(State(ledger): State<Ledger>, Path(id): Path<String>
 /// Unknown routes answer in the API's error shape.
 pub async fn not_found() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route").into_response()
-}
-
-/// Renders a ledger outcome as the JSON the API returns.
-pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
-    let value = match outcome {
-        Outcome::CreditSystem(cs) => serde_json::to_value(CreditSystemWire::from(cs)),
-        Outcome::Customer(c) => serde_json::to_value(CustomerWire::from(c)),
-        Outcome::Wallet(view) => serde_json::to_value(WalletWire::from(view.as_ref())),
-        Outcome::Grant(record) => serde_json::to_value(GrantWire::from(record.as_ref())),
-        Outcome::Debit(d) => serde_json::to_value(DebitWire::from(d)),
-        Outcome::Hold(h) => serde_json::to_value(HoldWire::from(h)),
-        Outcome::ApiKey { key, secret } => {
-            serde_json::to_value(ApiKeyWire::new(key, secret.clone()))
-        }
-        Outcome::Deleted { kind, id } => serde_json::to_value(DeletedWire {
-            id: crate::ids::format(*kind, *id),
-            object: match kind {
-                Kind::PromotionalCredit => "promotional_credit",
-                Kind::WebhookEndpoint => "webhook_endpoint",
-                _ => "api_key",
-            },
-            deleted: true,
-        }),
-        Outcome::Promotion(view) => {
-            serde_json::to_value(PromotionalCreditWire::from(view.as_ref()))
-        }
-        Outcome::PromotionGrant(grant) => serde_json::to_value(GrantResultWire {
-            object: "promotional_credit_grant",
-            granted: grant.granted.iter().map(AssignmentWire::from).collect(),
-            skipped: skipped_wire(&grant.skipped),
-            granted_count: grant.granted.len() as u64,
-            skipped_count: grant.skipped.len() as u64,
-        }),
-        Outcome::PromotionRevoke(revoke) => serde_json::to_value(RevokeResultWire {
-            object: "promotional_credit_revoke",
-            revoked: revoke.revoked.iter().map(AssignmentWire::from).collect(),
-            skipped: skipped_wire(&revoke.skipped),
-            revoked_count: revoke.revoked.len() as u64,
-            skipped_count: revoke.skipped.len() as u64,
-        }),
-        Outcome::Rendered(stored) => serde_json::from_str(&stored.body),
-        Outcome::DebitBatch(replies) => {
-            let data = replies.iter().map(super::batch_result).collect();
-            serde_json::to_value(BatchResults { data })
-        }
-        Outcome::WebhookEndpoint { endpoint, secret } => {
-            serde_json::to_value(WebhookEndpointWire::new(endpoint, secret.clone()))
-        }
-        Outcome::Delivery(delivery) => {
-            serde_json::to_value(WebhookDeliveryWire::new(delivery, None))
-        }
-        // Internal steps (of a call to all customers, of webhook
-        // delivery); never an API answer.
-        Outcome::Done | Outcome::BulkClaim(_) | Outcome::Dispatched(_) | Outcome::Claimed(_) => {
-            Ok(serde_json::json!({}))
-        }
-    };
-    value.expect("wire types serialize")
-}
-
-pub fn skipped_wire(skipped: &[(u128, credstack_core::promotion::Skip)]) -> Vec<SkippedWire> {
-    skipped
-        .iter()
-        .map(|(customer_id, reason)| SkippedWire {
-            customer_id: crate::ids::format(Kind::Customer, *customer_id),
-            reason: reason.as_str(),
-        })
-        .collect()
 }

@@ -1,14 +1,13 @@
 //! The handlers of `/v1/events`, `/v1/webhook_endpoints` and
 //! `/v1/webhook_deliveries` (issue 8): parse, call the ledger, render.
 
-use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryMap, path_id};
-use super::wire::*;
 use super::{reply, reply_result};
 use crate::engine::Request;
 use crate::ids::Kind;
 use crate::ledger::Ledger;
 use crate::records::DeliveryStatus;
+use crate::wire::*;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

@@ -24,8 +24,24 @@ pub mod sqlite;
 pub mod tail;
 
 use crate::records::*;
-use credstack_core::{Amount, Grant, Instant, Wallet};
-pub use sqlite::PurposeLedger;
+use credstack_core::{Amount, Grant, Instant, Purpose, Wallet};
+
+/// The entries behind a wallet's balance chart (the console's), with what
+/// each purpose holds now, read in one snapshot so that the two agree:
+/// [`Store::entries_with_purpose`].
+#[derive(Clone, Debug)]
+pub struct PurposeLedger {
+    /// Oldest first; each with its grant's purpose, `None` for the debt's entries.
+    pub entries: Vec<(EntryRecord, Option<Purpose>)>,
+    /// Σ remainders of the wallet's grants of each purpose, now.
+    pub promotional: Amount,
+    pub bundled: Amount,
+    pub paid: Amount,
+    pub debt: Amount,
+}
+
+/// Most entries [`Store::entries_with_purpose`] returns.
+pub const CHART_ENTRIES_MAX: usize = 500;
 
 /// A store failure, classified by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +262,9 @@ store_api! {
     /// The wallets in this credit system, or in all of them (`None`).
     fn count_wallets(&mut self, credit_system_id: Option<u128>) -> u64;
     fn promotion_has_customers(&mut self, promotion_id: u128) -> bool;
+    /// The last `limit` (at most [`CHART_ENTRIES_MAX`]) entries of a
+    /// wallet, oldest first, each with its grant's purpose, and what each
+    /// purpose and the debt stand at now. `None` if the wallet does not exist.
     fn entries_with_purpose(&mut self, wallet_id: u128, limit: usize) -> Option<PurposeLedger>;
     fn entry_in_wallet(&mut self, wallet_id: u128, entry_id: u128) -> bool;
     /// The campaign, locked until the transaction ends.

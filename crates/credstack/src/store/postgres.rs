@@ -28,7 +28,8 @@ use credstack_core::{
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row};
 
-pub use super::sqlite::{CHART_ENTRIES_MAX, PurposeLedger, micros};
+pub use super::sqlite::micros;
+use super::{CHART_ENTRIES_MAX, PurposeLedger};
 
 /// Migrations in order; `schema_migrations` records the applied versions.
 const MIGRATIONS: &[&str] = &[

@@ -15,6 +15,7 @@
 
 use super::codec;
 use super::rows::{self, Record, Row as _, columns, select};
+use super::{CHART_ENTRIES_MAX, PurposeLedger};
 use crate::ids;
 use crate::records::*;
 use credstack_core::{Amount, Grant, GrantId, Hold, HoldId, Instant, Purpose, Reservation, Wallet};
@@ -1395,22 +1396,6 @@ pub fn promotion_has_customers(c: &Connection, promotion_id: u128) -> rusqlite::
 }
 
 // ---- console: the wallet chart ----------------------------------------------------
-
-/// The entries behind a wallet's balance chart, with what each purpose holds
-/// now, read in one snapshot so that the two agree.
-#[derive(Clone, Debug)]
-pub struct PurposeLedger {
-    /// Oldest first; each with its grant's purpose, `None` for the debt's entries.
-    pub entries: Vec<(EntryRecord, Option<Purpose>)>,
-    /// Σ remainders of the wallet's grants of each purpose, now.
-    pub promotional: Amount,
-    pub bundled: Amount,
-    pub paid: Amount,
-    pub debt: Amount,
-}
-
-/// Most entries [`entries_with_purpose`] returns.
-pub const CHART_ENTRIES_MAX: usize = 500;
 
 /// The last `limit` (at most [`CHART_ENTRIES_MAX`]) entries of a wallet,
 /// oldest first, each with its grant's purpose, and what each purpose and

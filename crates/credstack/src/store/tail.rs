@@ -580,7 +580,7 @@ impl super::Overlay for Overlaid<'_> {
             };
             ledger.entries.push((entry, purpose));
         }
-        let keep = limit.min(super::sqlite::CHART_ENTRIES_MAX);
+        let keep = limit.min(super::CHART_ENTRIES_MAX);
         let extra = ledger.entries.len().saturating_sub(keep);
         ledger.entries.drain(..extra);
         let summary = wallet.summary();

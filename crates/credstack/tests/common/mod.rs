@@ -130,7 +130,7 @@ impl Server {
         let ledger = Ledger::open(Config {
             backend,
             clock: Clock::simulated(start.parse().expect("start instant")),
-            render: credstack::http::render,
+            render: credstack::wire::render,
         })
         .expect("open ledger");
         ledger.ensure_admin_key(ADMIN_KEY).await.expect("admin key");
