@@ -14,7 +14,7 @@
 //! `sink.rs` and `journaled.rs` where a batch's writes go.
 //!
 //! May not: know HTTP or JSON (responses are rendered by [`Render`], which
-//! the HTTP layer supplies), read the clock but through [`Clock`], or
+//! `wire::render` supplies), read the clock but through [`Clock`], or
 //! import from a module that imports it.
 
 mod admin;
