@@ -6,6 +6,12 @@
 //! wallet-scoped read, a wallet with an event due is brought up to date
 //! through the writer, so reads never show stale state (SPEC rule 11); a
 //! background sweep does the same for wallets nobody reads.
+//!
+//! Why this file is past ~800 lines: it holds three things a caller meets
+//! through `Ledger` alone — the read and write API, a campaign's call to all
+//! customers (`to_all`: a sequence of writer requests under a lease), and
+//! opening each store (lock, journal, pools). The next cut is `ledger/` with
+//! `open.rs` and `bulk.rs`, each behind the same `Ledger`.
 
 use crate::clock::{AdvanceError, Clock};
 use crate::engine::journaled::Journalled;

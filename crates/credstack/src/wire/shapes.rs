@@ -1,6 +1,10 @@
 //! Wire types: the JSON the API reads and writes. Only this module derives
 //! `Serialize`/`Deserialize` for the API; what it serializes is a
 //! compatibility promise (SPEC §3), so field names here never change.
+//!
+//! Why this file is past ~800 lines: one serializable copy per domain type
+//! the API shows, each with its schema annotations; they are the wire
+//! promise, read best side by side, and share their conversions.
 
 use crate::engine::WalletView;
 use crate::ids::{self, Kind};
